@@ -1,1 +1,41 @@
-"""models"""
+"""FQSR models: SRResNet, FQSR_Lite, the SRGAN generator and EDSR-baseline.
+
+A model is data: a ModelConfig, a dict of parameters and a dict of state.
+`sr_forward(Pass, cfg, x)` / `sr_backward(Pass, dy, cache)` run it.
+"""
+import numpy as np
+
+from .config import ARCHS, ModelConfig, parse_bits, preset
+from .graph import Pass
+from .srnet import init_model, layer_specs, quantize_model, sr_backward, sr_forward
+
+
+def upscale(cfg: ModelConfig, params: dict, state: dict, lr_uint8):
+    """Super-resolve one image: (H, W, 3) uint8 -> (sH, sW, 3) uint8.
+
+    Runs the (fake-quantized) float model in inference mode in float32; the output
+    is rounded half up and clamped to 8 bits.
+    """
+    x = (np.asarray(lr_uint8, np.float32) / np.float32(255)).transpose(2, 0, 1)[None]
+    params32 = {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
+                for k, v in params.items()}
+    y, _ = sr_forward(Pass(params32, state, cfg), cfg, np.ascontiguousarray(x))
+    out = np.floor(y[0].transpose(1, 2, 0).astype(np.float64) * 255 + 0.5)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def load_upscaler(path):
+    """A callable lr_uint8 (H, W, 3) -> sr_uint8 (sH, sW, 3) from a checkpoint file."""
+    from ..checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+
+    def sr_fn(lr_uint8):
+        return upscale(ckpt.config, ckpt.params, ckpt.state, lr_uint8)
+
+    sr_fn.scale = ckpt.config.scale
+    return sr_fn
+
+
+__all__ = ["ARCHS", "ModelConfig", "Pass", "init_model", "layer_specs", "load_upscaler",
+           "parse_bits", "preset", "quantize_model", "sr_backward", "sr_forward", "upscale"]

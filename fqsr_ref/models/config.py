@@ -1,0 +1,121 @@
+"""Model configuration: architecture presets and the wt/fm/sc bit configuration.
+
+A model is data: a ModelConfig (this module), a dict of parameters and a dict of
+state (batch-norm running statistics, DAIA records). The config is stored as JSON
+in every checkpoint, so every field is a plain int, float, str or bool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+ARCHS = ("srresnet", "edsr", "fqsr_lite", "srgan")
+SCALES = (2, 3, 4)
+VALID_BITS = set(range(1, 17)) | {32}
+
+# DIV2K RGB mean (EDSR's MeanShift), on the [0, 1] pixel range.
+DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that fixes a model's graph.
+
+    arch: srresnet | edsr | fqsr_lite | srgan (srgan = the SRResNet generator).
+    wt/fm/sc: bits of conv weights, conv inputs/outputs (feature maps), skip
+    tensors; 32 means full precision. grid: signed grid, "narrow" or "dorefa".
+    branch_relu: Eq. 7 (y = Q(x) + ReLU(Q(z))) when True, the plain residual add
+    (y = Q(x) + Q(z), as the authors' released code) when False.
+    """
+    arch: str = "srresnet"
+    scale: int = 2
+    blocks: int = 16
+    channels: int = 64
+    wt: int = 32
+    fm: int = 32
+    sc: int = 32
+    grid: str = "narrow"
+    branch_relu: bool = True
+    res_scale: float = 1.0
+    bn_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"model config: unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.scale not in SCALES:
+            raise ValueError(f"model config: scale {self.scale} not supported; expected one of {SCALES}")
+        for field in ("wt", "fm", "sc"):
+            bits = getattr(self, field)
+            if bits not in VALID_BITS:
+                raise ValueError(f"model config: {field} bits {bits} not in 1..16 or 32")
+        if self.grid not in ("narrow", "dorefa"):
+            raise ValueError(f"model config: grid {self.grid!r}; expected 'narrow' or 'dorefa'")
+        if self.grid == "narrow" and 1 in (self.wt, self.fm, self.sc):
+            raise ValueError("model config: 1-bit signed data needs grid='dorefa' (the narrow grid needs >= 2 bits)")
+        if self.blocks < 0 or self.channels < 1:
+            raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be >= 0 and >= 1")
+
+    # Architecture family: EDSR-baseline, or SRResNet (srresnet, fqsr_lite, srgan).
+    @property
+    def is_edsr(self) -> bool:
+        return self.arch == "edsr"
+
+    @property
+    def quantized(self) -> bool:
+        return (self.wt, self.fm, self.sc) != (32, 32, 32)
+
+    @property
+    def bits(self) -> str:
+        return f"{self.wt}/{self.fm}/{self.sc}"
+
+    @property
+    def head_kernel(self) -> int:
+        return 3 if self.is_edsr else 9
+
+    @property
+    def upsample_factors(self) -> tuple:
+        """Pixel-shuffle factors of the upsampler stages (x4 is two x2 stages)."""
+        return (2, 2) if self.scale == 4 else (self.scale,)
+
+    def with_bits(self, bits: str) -> "ModelConfig":
+        wt, fm, sc = parse_bits(bits)
+        return dataclasses.replace(self, wt=wt, fm=fm, sc=sc)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> "ModelConfig":
+        try:
+            fields = json.loads(text)
+            return ModelConfig(**fields)
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"model config: cannot read {text[:80]!r}: {exc}") from None
+
+
+def parse_bits(text: str) -> tuple:
+    """'4/4/8' -> (4, 4, 8). A ValueError names the bad part."""
+    parts = str(text).split("/")
+    if len(parts) != 3:
+        raise ValueError(f"bits {text!r}: expected wt/fm/sc, e.g. 4/4/8")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"bits {text!r}: every part must be an integer") from None
+    for name, bits in zip(("wt", "fm", "sc"), values):
+        if bits not in VALID_BITS:
+            raise ValueError(f"bits {text!r}: {name} = {bits} not in 1..16 or 32")
+    return values
+
+
+def preset(arch: str, scale: int = 2, bits: str = "32/32/32", blocks: int | None = None,
+           channels: int | None = None, **kw) -> ModelConfig:
+    """The paper's architectures with their default sizes, overridable."""
+    default_blocks = {"srresnet": 16, "srgan": 16, "edsr": 16, "fqsr_lite": 10}
+    if arch not in default_blocks:
+        raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+    wt, fm, sc = parse_bits(bits)
+    return ModelConfig(arch=arch, scale=scale, wt=wt, fm=fm, sc=sc,
+                       blocks=default_blocks[arch] if blocks is None else blocks,
+                       channels=64 if channels is None else channels, **kw)

@@ -1,0 +1,132 @@
+"""One pass through a model: parameters in; output, gradients and new state out.
+
+A `Pass` carries what a forward and its backward share: the parameters, the state
+(batch-norm running statistics, DAIA records), the gradients being accumulated,
+the SQCL loss, and (for the integer-agreement checks) the codes every quantizer
+produced. It is not an autograd: each layer's backward is written by hand and
+called by the model in reverse order; the Pass only holds the bookkeeping.
+
+Quantizer sites. Every quantized tensor has one site, named like
+"blocks.0.conv1.out"; its learnable interval is the parameter "<site>.interval"
+and its DAIA record the state "<site>.daia_count" / "<site>.daia_max_sum".
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..quant import (QuantSpec, daia_active, daia_init, daia_interval, daia_observe,
+                     quantize_backward, quantize_forward, sqcl_backward, sqcl_forward)
+
+
+class Fmt(NamedTuple):
+    """The format of a tensor flowing through the graph: its bits and signedness
+    (bits = 32: not quantized)."""
+    bits: int
+    signed: bool
+
+
+IMAGE = Fmt(8, False)  # the image enters and leaves as 8-bit codes, interval 1
+FLOAT = Fmt(32, True)
+
+
+class QuantCache(NamedTuple):
+    site: str
+    learnable: bool
+    qcache: object
+    scache: object  # SQCL cache, or None when the site adds no SQCL term
+
+
+class Pass:
+    """Bookkeeping of one forward (+ backward) pass.
+
+    params, state: dicts of arrays, read only (a pass never mutates them).
+    cfg: the ModelConfig (signed grid, BN epsilon).
+    training: batch statistics for BN, DAIA warm-up, SQCL terms.
+    alpha, p: SQCL weight and norm (Eq. 8, 9). warmup: DAIA length l (Eq. 4).
+    After the pass: grads (same keys as params), new_state (entries that changed),
+    interval_init (site intervals that finished their DAIA warm-up in this pass),
+    sqcl (alpha * sum of L_q), codes (site -> integer codes, when record_codes).
+    """
+
+    def __init__(self, params, state, cfg, training=False, alpha=0.3, p=1, warmup=20,
+                 record_codes=False):
+        self.params = params
+        self.state = state
+        self.grid = cfg.grid
+        self.bn_eps = cfg.bn_eps
+        # A quantized model trains with BN folded into its conv (Eq. 6).
+        self.fold_bn = cfg.quantized
+        self.training = training
+        self.alpha = alpha
+        self.p = p
+        self.warmup = warmup
+        self.record_codes = record_codes
+        self.grads = {}
+        self.new_state = {}
+        self.interval_init = {}
+        self.sqcl = 0.0
+        self.codes = {}
+
+    def add_grad(self, key, g):
+        """Accumulate a gradient: a parameter read twice gets the sum of both."""
+        if key in self.grads:
+            self.grads[key] = self.grads[key] + g
+        else:
+            self.grads[key] = g
+
+    def spec(self, fmt: Fmt) -> QuantSpec:
+        return QuantSpec(fmt.bits, fmt.signed, self.grid if fmt.signed else "narrow")
+
+
+def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
+    """Q(v) at the site (Eq. 3), with DAIA warm-up (Eq. 4) and the SQCL term (Eq. 8).
+
+    v: float array, any shape. Returns (Q(v), cache); bits = 32 is the identity.
+    A site that is not learnable has the fixed interval 1 (the 8-bit image).
+    """
+    if fmt.bits == 32:
+        return v, None
+    if learnable and ps.training:
+        daia = {"count": ps.state[site + ".daia_count"], "max_sum": ps.state[site + ".daia_max_sum"]}
+        if daia_active(daia, ps.warmup):
+            # DAIA (Eq. 4): pass the input through and record max|V|; after l
+            # records the interval starts at their mean.
+            daia = daia_observe(daia, v, site)
+            ps.new_state[site + ".daia_count"] = daia["count"]
+            ps.new_state[site + ".daia_max_sum"] = daia["max_sum"]
+            if not daia_active(daia, ps.warmup):
+                ps.interval_init[site + ".interval"] = daia_interval(daia)
+            return v, None
+    interval = ps.params[site + ".interval"] if learnable else 1.0
+    qv, codes, qcache = quantize_forward(v, interval, ps.spec(fmt))
+    if ps.record_codes:
+        ps.codes[site] = codes
+    scache = None
+    if learnable and ps.training and ps.alpha > 0:
+        loss, scache = sqcl_forward(qv, v, ps.p)
+        ps.sqcl += ps.alpha * float(loss)
+    return qv, QuantCache(site, learnable, qcache, scache)
+
+
+def quant_backward(ps: Pass, dqv, cache):
+    """STE backward of quant_forward; the SQCL term's gradient reaches v and I (Eq. 9)."""
+    if cache is None:
+        return dqv
+    dv_sqcl = 0.0
+    if cache.scache is not None:
+        dq_s, dv_sqcl = sqcl_backward(cache.scache, ps.alpha)
+        dqv = dqv + dq_s
+    dv, dinterval = quantize_backward(dqv, cache.qcache)
+    if cache.learnable:
+        ps.add_grad(cache.site + ".interval", np.asarray(dinterval, dtype=np.float64).reshape(()))
+    return dv + dv_sqcl
+
+
+def quant_sites_init(site: str, params: dict, state: dict):
+    """Create the interval parameter and DAIA record of a site (interval 1 until DAIA sets it)."""
+    params[site + ".interval"] = np.array(1.0)
+    daia = daia_init()
+    state[site + ".daia_count"] = daia["count"]
+    state[site + ".daia_max_sum"] = daia["max_sum"]

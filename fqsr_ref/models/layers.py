@@ -1,0 +1,213 @@
+"""The quantized layers every FQSR model is built from (Figure 3 of the paper).
+
+qconv: [requantize input] -> conv with quantized (BN-folded) weight -> BN ->
+       activation -> quantize output.
+qadd:  Eq. 7, y = Q(x) + s * ReLU(Q(z)) (or the plain add), quantized at sc bits.
+
+Both are forward/backward pairs; parameter gradients go into the Pass.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..ops import (batchnorm_backward, batchnorm_forward, conv2d_backward, conv2d_forward,
+                   prelu_backward, prelu_forward, relu_backward, relu_forward)
+from ..quant import fold_backward, fold_forward
+from .graph import Fmt, Pass, quant_backward, quant_forward, quant_sites_init
+
+
+class ConvSpec(NamedTuple):
+    """A conv layer of the graph.
+
+    name: parameter prefix. act: None, "relu" or "prelu" (one shared slope, so it
+    commutes with pixel shuffle). bn: followed by batch norm (then no conv bias).
+    out_bits: "fm", "sc" or None (the tail: the output goes to the image quantizer).
+    """
+    name: str
+    cin: int
+    cout: int
+    k: int
+    bn: bool = False
+    act: str | None = None
+    out_bits: str | None = "fm"
+
+
+def reads_requantized(x_fmt: Fmt, bits: dict) -> bool:
+    """A conv reads its input at fm bits: a tensor of another width is requantized."""
+    return bits["fm"] != 32 and x_fmt.bits != bits["fm"]
+
+
+def conv_params_init(spec: ConvSpec, x_fmt: Fmt, bits: dict, rng: np.random.Generator,
+                     params: dict, state: dict):
+    """PyTorch-like init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias,
+    plus the conv's quantizer sites (weight, output, and input where it requantizes)."""
+    bound = 1.0 / np.sqrt(spec.cin * spec.k * spec.k)
+    n = spec.name
+    params[n + ".w"] = rng.uniform(-bound, bound, (spec.cout, spec.cin, spec.k, spec.k))
+    if spec.bn:
+        params[n + ".gamma"] = np.ones(spec.cout)
+        params[n + ".beta"] = np.zeros(spec.cout)
+        state[n + ".bn_mean"] = np.zeros(spec.cout)
+        state[n + ".bn_var"] = np.ones(spec.cout)
+    else:
+        params[n + ".b"] = rng.uniform(-bound, bound, spec.cout)
+    if spec.act == "prelu":
+        params[n + ".prelu"] = np.full(1, 0.25)
+    quant_params_init(spec, x_fmt, bits, params, state)
+
+
+def quant_params_init(spec: ConvSpec, x_fmt: Fmt, bits: dict, params: dict, state: dict):
+    """The quantizer sites of a conv (used again when an FP model is quantized)."""
+    sites = {"w": bits["wt"], "out": out_format(spec, bits).bits,
+             "in": bits["fm"] if reads_requantized(x_fmt, bits) else 32}
+    for site, site_bits in sites.items():
+        if site_bits != 32:
+            quant_sites_init(f"{spec.name}.{site}", params, state)
+
+
+class QConvCache(NamedTuple):
+    spec: ConvSpec
+    in_cache: object
+    w_cache: object
+    fold_cache: object
+    conv_cache: object
+    bn_cache: object
+    act_cache: object
+    out_cache: object
+    in_offset: object
+
+
+def out_format(spec: ConvSpec, bits: dict) -> Fmt:
+    """Format of a conv's output tensor: ReLU outputs are unsigned."""
+    if spec.out_bits is None:
+        return Fmt(32, True)
+    return Fmt(bits[spec.out_bits], spec.act != "relu")
+
+
+def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset=None,
+                  out_offset=None):
+    """x: (N, C_in, H, W) float, already carrying the codes of format x_fmt.
+
+    bits: {"wt": .., "fm": .., "sc": ..}. The conv reads its input at fm bits: a
+    tensor of another width (an sc-bit skip, the 8-bit image) is requantized by a
+    quantizer of the conv's own ("<name>.in"); one of the same width is read as is.
+    in_offset (C_in,), out_offset (C_out,): EDSR's mean shift, folded into the bias
+    as the integer model does: conv(x - m) is computed as conv(x) + b - sum(w * m),
+    i.e. the zero padding is applied to x, not to x - m.
+    Returns (y (N, C_out, H, W), cache).
+    """
+    p, n = ps.params, spec.name
+    in_cache = None
+    if reads_requantized(x_fmt, bits):
+        x, in_cache = quant_forward(ps, n + ".in", x, Fmt(bits["fm"], x_fmt.signed))
+
+    fold_cache = bn_cache = None
+    if spec.bn and ps.fold_bn:
+        # Quantized training folds BN into the conv with frozen statistics (Eq. 6),
+        # so the weight that is quantized is the weight that is deployed.
+        w, b, fold_cache = fold_forward(p[n + ".w"], None, p[n + ".gamma"], p[n + ".beta"],
+                                        ps.state[n + ".bn_mean"], ps.state[n + ".bn_var"],
+                                        ps.bn_eps)
+    else:
+        w, b = p[n + ".w"], p.get(n + ".b")
+    w = w.astype(x.dtype, copy=False)
+    b = None if b is None else b.astype(x.dtype, copy=False)
+    wq, w_cache = quant_forward(ps, n + ".w", w, Fmt(bits["wt"], True))
+    b = fold_offsets(wq, b, in_offset, out_offset)
+
+    y, conv_cache = conv2d_forward(x, wq, b)
+    if spec.bn and not ps.fold_bn:
+        y, bn_cache, mean, var = batchnorm_forward(
+            y, p[n + ".gamma"].astype(y.dtype), p[n + ".beta"].astype(y.dtype),
+            ps.state[n + ".bn_mean"], ps.state[n + ".bn_var"], ps.training, eps=ps.bn_eps)
+        if ps.training:
+            ps.new_state[n + ".bn_mean"] = mean
+            ps.new_state[n + ".bn_var"] = var
+
+    act_cache = None
+    if spec.act == "prelu":
+        y, act_cache = prelu_forward(y, p[n + ".prelu"].astype(y.dtype))
+    elif spec.act == "relu":
+        y, act_cache = relu_forward(y)
+
+    y, out_cache = quant_forward(ps, n + ".out", y, out_format(spec, bits))
+    return y, QConvCache(spec, in_cache, w_cache, fold_cache, conv_cache, bn_cache,
+                         act_cache, out_cache, in_offset)
+
+
+def fold_offsets(wq, b, in_offset, out_offset):
+    """Bias of conv(x - in_offset) + out_offset: b - sum_{c,kh,kw} w[o,c,kh,kw]*in_offset[c] + out_offset."""
+    if in_offset is None and out_offset is None:
+        return b
+    b = np.zeros(wq.shape[0], wq.dtype) if b is None else b
+    if in_offset is not None:
+        b = b - np.einsum("oikl,i->o", wq, in_offset.astype(wq.dtype))
+    if out_offset is not None:
+        b = b + out_offset.astype(wq.dtype)
+    return b
+
+
+def qconv_backward(ps: Pass, dy, cache: QConvCache):
+    """Returns dx; adds the gradients of w, b, gamma, beta, prelu, intervals to ps."""
+    n = cache.spec.name
+    dy = quant_backward(ps, dy, cache.out_cache)
+    if cache.spec.act == "prelu":
+        dy, da = prelu_backward(dy, cache.act_cache)
+        ps.add_grad(n + ".prelu", da)
+    elif cache.spec.act == "relu":
+        dy = relu_backward(dy, cache.act_cache)
+    if cache.bn_cache is not None:
+        dy, dgamma, dbeta = batchnorm_backward(dy, cache.bn_cache)
+        ps.add_grad(n + ".gamma", dgamma)
+        ps.add_grad(n + ".beta", dbeta)
+
+    dx, dwq, db = conv2d_backward(dy, cache.conv_cache)
+    if cache.in_offset is not None:
+        dwq = dwq - db[:, None, None, None] * cache.in_offset.astype(db.dtype)[None, :, None, None]
+    dw = quant_backward(ps, dwq, cache.w_cache)
+    if cache.fold_cache is not None:
+        dw, _, dgamma, dbeta = fold_backward(dw, db, cache.fold_cache)
+        ps.add_grad(n + ".gamma", dgamma)
+        ps.add_grad(n + ".beta", dbeta)
+    else:
+        if n + ".b" in ps.params:
+            ps.add_grad(n + ".b", db)
+    ps.add_grad(n + ".w", dw)
+    return quant_backward(ps, dx, cache.in_cache)
+
+
+class QAddCache(NamedTuple):
+    site: str
+    relu_cache: object
+    res_scale: float
+    out_cache: object
+
+
+def qadd_forward(ps: Pass, site: str, skip, branch, relu: bool, res_scale: float, bits: dict):
+    """Eq. 7: y = Q(x) + s * ReLU(Q(z)), or y = Q(x) + s * Q(z) without the ReLU.
+
+    skip (= Q(x)) and branch (= Q(z)) arrive already quantized; the sum is a skip
+    tensor and is quantized at sc bits (site "<site>.out").
+    """
+    relu_cache = None
+    if relu:
+        branch, relu_cache = relu_forward(branch)
+    y = skip + branch * branch.dtype.type(res_scale) if res_scale != 1.0 else skip + branch
+    y, out_cache = quant_forward(ps, site + ".out", y, Fmt(bits["sc"], True))
+    return y, QAddCache(site, relu_cache, res_scale, out_cache)
+
+
+def qadd_backward(ps: Pass, dy, cache: QAddCache):
+    """Returns (dskip, dbranch)."""
+    dy = quant_backward(ps, dy, cache.out_cache)
+    dbranch = dy * dy.dtype.type(cache.res_scale) if cache.res_scale != 1.0 else dy
+    if cache.relu_cache is not None:
+        dbranch = relu_backward(dbranch, cache.relu_cache)
+    return dy, dbranch
+
+
+def qadd_params_init(site: str, bits: dict, params: dict, state: dict):
+    if bits["sc"] != 32:
+        quant_sites_init(site + ".out", params, state)

@@ -1,0 +1,161 @@
+"""SRResNet, FQSR_Lite, the SRGAN generator and EDSR-baseline: one skeleton.
+
+All four are   image -> head -> [residual blocks] -> trunk conv -> + long skip
+               -> upsampler (conv + pixel shuffle, per x2 or x3 stage) -> tail -> image
+and differ in kernel sizes, batch norm, activations and EDSR's mean shift:
+
+| part       | SRResNet / FQSR_Lite / SRGAN-G       | EDSR-baseline                  |
+| head       | conv 9x9 3->C, PReLU                 | conv 3x3 3->C (mean shift in)  |
+| block      | conv BN PReLU conv BN, add (Eq. 7)   | conv ReLU conv, x res_scale, add |
+| trunk      | conv 3x3, BN                         | conv 3x3                       |
+| upsampler  | conv 3x3 C->C r^2, shuffle r, PReLU  | conv 3x3 C->C r^2, shuffle r   |
+| tail       | conv 9x9 C->3                        | conv 3x3 C->3 (mean shift out) |
+
+Fully quantized (Figure 2, 3): the image enters and leaves as 8-bit codes; every
+conv has wt-bit weights and fm-bit inputs and outputs; the head output (the long
+skip), every block input and every add output are sc-bit skip tensors.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..ops import pixel_shuffle_backward, pixel_shuffle_forward
+from .config import DIV2K_RGB_MEAN, ModelConfig
+from .graph import FLOAT, IMAGE, Fmt, Pass, quant_backward, quant_forward
+from .layers import (ConvSpec, conv_params_init, out_format, qadd_backward, qadd_forward,
+                     qadd_params_init, qconv_backward, qconv_forward, quant_params_init)
+
+
+class Layers(NamedTuple):
+    head: ConvSpec
+    blocks: list   # [(conv1, conv2)]
+    trunk: ConvSpec
+    up: list       # [ConvSpec], one per upsampler stage
+    tail: ConvSpec
+
+
+def layer_specs(cfg: ModelConfig) -> Layers:
+    c, edsr = cfg.channels, cfg.is_edsr
+    body_act = "relu" if edsr else "prelu"
+    return Layers(
+        head=ConvSpec("head", 3, c, cfg.head_kernel, act=None if edsr else "prelu", out_bits="sc"),
+        blocks=[(ConvSpec(f"blocks.{i}.conv1", c, c, 3, bn=not edsr, act=body_act),
+                 ConvSpec(f"blocks.{i}.conv2", c, c, 3, bn=not edsr))
+                for i in range(cfg.blocks)],
+        trunk=ConvSpec("trunk", c, c, 3, bn=not edsr),
+        up=[ConvSpec(f"up.{j}", c, c * r * r, 3, act=None if edsr else "prelu")
+            for j, r in enumerate(cfg.upsample_factors)],
+        tail=ConvSpec("tail", c, 3, cfg.head_kernel, out_bits=None),
+    )
+
+
+def bits_of(cfg: ModelConfig) -> dict:
+    return {"wt": cfg.wt, "fm": cfg.fm, "sc": cfg.sc}
+
+
+def input_formats(cfg: ModelConfig):
+    """(spec, format of the tensor it reads) for every conv, in execution order."""
+    bits, L = bits_of(cfg), layer_specs(cfg)
+    skip = Fmt(cfg.sc, True)
+    image = IMAGE if cfg.quantized else FLOAT
+    order = [(L.head, image)]
+    for conv1, conv2 in L.blocks:
+        order += [(conv1, skip), (conv2, out_format(conv1, bits))]
+    order.append((L.trunk, skip))
+    fmt = skip
+    for spec in L.up:
+        order.append((spec, fmt))
+        fmt = out_format(spec, bits)
+    order.append((L.tail, fmt))
+    return order
+
+
+def add_sites(cfg: ModelConfig):
+    return [f"blocks.{i}.add" for i in range(cfg.blocks)] + ["long_add"]
+
+
+def init_model(cfg: ModelConfig, rng: np.random.Generator):
+    """A fresh model: (params, state), float64 arrays keyed by name."""
+    params, state = {}, {}
+    bits = bits_of(cfg)
+    for spec, x_fmt in input_formats(cfg):
+        conv_params_init(spec, x_fmt, bits, rng, params, state)
+    for site in add_sites(cfg):
+        qadd_params_init(site, bits, params, state)
+    return params, state
+
+
+def quantize_model(params: dict, state: dict, cfg: ModelConfig):
+    """Add the quantizer sites of cfg to a full-precision model (its weights kept):
+    the start of quantized fine-tuning. Returns new (params, state)."""
+    params, state = dict(params), dict(state)
+    bits = bits_of(cfg)
+    for spec, x_fmt in input_formats(cfg):
+        quant_params_init(spec, x_fmt, bits, params, state)
+    for site in add_sites(cfg):
+        qadd_params_init(site, bits, params, state)
+    return params, state
+
+
+def mean_offset(cfg: ModelConfig, dtype):
+    return np.asarray(DIV2K_RGB_MEAN, dtype) if cfg.is_edsr else None
+
+
+class SRCache(NamedTuple):
+    image_in: object
+    head: object
+    blocks: list     # [(conv1, conv2, add)]
+    trunk: object
+    long_add: object
+    up: list         # [(conv, shuffle)]
+    tail: object
+    image_out: object
+
+
+def sr_forward(ps: Pass, cfg: ModelConfig, x):
+    """x: (N, 3, H, W) float in [0, 1] -> (sr (N, 3, sH, sW), cache)."""
+    bits, L = bits_of(cfg), layer_specs(cfg)
+    m = mean_offset(cfg, x.dtype)
+    image = IMAGE if cfg.quantized else FLOAT
+    skip = Fmt(cfg.sc, True)
+
+    x, c_in = quant_forward(ps, "image.in", x, image, learnable=False)
+    h, c_head = qconv_forward(ps, L.head, x, image, bits, in_offset=m)
+    s, c_blocks = h, []
+    for i, (conv1, conv2) in enumerate(L.blocks):
+        t, c1 = qconv_forward(ps, conv1, s, skip, bits)
+        z, c2 = qconv_forward(ps, conv2, t, out_format(conv1, bits), bits)
+        s, ca = qadd_forward(ps, f"blocks.{i}.add", s, z, cfg.branch_relu, cfg.res_scale, bits)
+        c_blocks.append((c1, c2, ca))
+    z, c_trunk = qconv_forward(ps, L.trunk, s, skip, bits)
+    u, c_long = qadd_forward(ps, "long_add", h, z, False, 1.0, bits)
+
+    fmt, c_up = skip, []
+    for spec, r in zip(L.up, cfg.upsample_factors):
+        u, cu = qconv_forward(ps, spec, u, fmt, bits)
+        u, cs = pixel_shuffle_forward(u, r)   # moves codes, never changes them
+        fmt = out_format(spec, bits)
+        c_up.append((cu, cs))
+    y, c_tail = qconv_forward(ps, L.tail, u, fmt, bits, out_offset=m)
+    y, c_out = quant_forward(ps, "image.out", y, image, learnable=False)
+    return y, SRCache(c_in, c_head, c_blocks, c_trunk, c_long, c_up, c_tail, c_out)
+
+
+def sr_backward(ps: Pass, dy, cache: SRCache):
+    """The forward in reverse; returns d(input image). Parameter gradients go to ps.grads."""
+    dy = quant_backward(ps, dy, cache.image_out)
+    du = qconv_backward(ps, dy, cache.tail)
+    for cu, cs in reversed(cache.up):
+        du = pixel_shuffle_backward(du, cs)
+        du = qconv_backward(ps, du, cu)
+    dh_long, dz = qadd_backward(ps, du, cache.long_add)
+    ds = qconv_backward(ps, dz, cache.trunk)
+    for c1, c2, ca in reversed(cache.blocks):
+        ds_skip, dz = qadd_backward(ps, ds, ca)
+        dt = qconv_backward(ps, dz, c2)
+        ds = ds_skip + qconv_backward(ps, dt, c1)   # the block input feeds conv1 and the add
+    dh = ds + dh_long                                # the head output also feeds the long skip
+    dx = qconv_backward(ps, dh, cache.head)
+    return quant_backward(ps, dx, cache.image_in)

@@ -1,0 +1,160 @@
+"""python -m fqsr_ref.train: full-precision pretraining, then quantized fine-tuning.
+
+    python -m fqsr_ref.train --tiny
+    python -m fqsr_ref.train --arch srresnet --scale 2 --bits 4/4/8 --train-dir DIV2K_HR \
+        --fp-steps 20000 --steps 20000 --out runs/srresnet_448
+
+With quantized bits, one command runs both stages: a full-precision model is
+trained (or taken from --init), then quantized (BN folded, DAIA warm-up) and
+fine-tuned. Checkpoints: OUT/fp.npz and OUT/quant.npz; --resume continues an
+interrupted run. At the end the models and bicubic are scored on the validation
+images and OUT/val_crop.png shows bicubic | model | HR.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from .checkpoint import load_checkpoint
+from .data import FolderSource, ProceduralSource, list_images, photos_dir
+from .models import parse_bits, preset, quantize_model, upscale
+from .models.config import ARCHS, SCALES
+from .trainer import StageOptions, TrainingDiverged, format_duration, train_stage
+
+# --tiny: a small fully quantized SRResNet x2 that trains on procedural images
+# in about two minutes on a 2-core CPU and beats bicubic on real photographs.
+TINY = dict(arch="srresnet", scale=2, bits="8/8/8", blocks=2, channels=16,
+            fp_steps=1500, steps=500, batch=16, patch=24, out="runs/tiny")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m fqsr_ref.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tiny", action="store_true",
+                   help="small SRResNet x2 8/8/8 on procedural images, about 2 minutes")
+    p.add_argument("--arch", choices=ARCHS, default="srresnet")
+    p.add_argument("--scale", type=int, choices=SCALES, default=2)
+    p.add_argument("--bits", default="32/32/32", help="wt/fm/sc, e.g. 4/4/8; 32/32/32 = full precision")
+    p.add_argument("--grid", choices=("narrow", "dorefa"), default="narrow",
+                   help="signed quantization grid (narrow: zero exact, fits M-bit two's complement)")
+    p.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the arch's)")
+    p.add_argument("--channels", type=int, default=None, help="feature channels (default 64)")
+    p.add_argument("--no-branch-relu", action="store_true",
+                   help="plain residual add y = Q(x) + Q(z) instead of Eq. 7's Q(x) + ReLU(Q(z))")
+    p.add_argument("--train-dir", help="folder of HR training images (default: procedural images)")
+    p.add_argument("--val-dir", help="folder of HR validation images (default: the bundled photographs)")
+    p.add_argument("--init", help="full-precision checkpoint to fine-tune from (skips pretraining)")
+    p.add_argument("--fp-steps", type=int, default=None, help="full-precision pretraining steps")
+    p.add_argument("--steps", type=int, default=None, help="steps of the final (quantized) stage")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=24, help="LR patch side (HR = patch x scale)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--alpha", type=float, default=0.3, help="SQCL weight (Eq. 9)")
+    p.add_argument("--warmup-iters", type=int, default=20, help="DAIA warm-up iterations (Eq. 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--out", default=None, help="output directory (default runs/<arch>_x<scale>)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    return p
+
+
+def resolve(args):
+    """Apply --tiny defaults where the user gave no value."""
+    if args.tiny:
+        for key, value in TINY.items():
+            if key in ("arch", "scale", "bits"):
+                continue
+            if getattr(args, key, None) in (None, 16 if key == "batch" else None, 24 if key == "patch" else None):
+                setattr(args, key, value)
+        args.arch, args.scale = TINY["arch"], TINY["scale"]
+        if args.bits == "32/32/32":
+            args.bits = TINY["bits"]
+    args.fp_steps = 1000 if args.fp_steps is None else args.fp_steps
+    args.steps = 1000 if args.steps is None else args.steps
+    args.out = args.out or f"runs/{args.arch}_x{args.scale}"
+    return args
+
+
+def stage_options(args, steps, stage):
+    return StageOptions(steps=steps, batch=args.batch, patch=args.patch, lr=args.lr,
+                        alpha=args.alpha, warmup=args.warmup_iters, seed=args.seed,
+                        checkpoint_every=args.checkpoint_every, stage=stage)
+
+
+def run(args) -> int:
+    wt_fm_sc = parse_bits(args.bits)
+    fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels,
+                    branch_relu=not args.no_branch_relu, grid=args.grid)
+    q_cfg = fp_cfg.with_bits(args.bits)
+    val_dir = args.val_dir or photos_dir()
+    list_images(val_dir)  # fail now, not after training, if the folder is unusable
+    source = FolderSource(args.train_dir, args.scale) if args.train_dir else ProceduralSource()
+    print(f"model {q_cfg.arch} x{q_cfg.scale} {q_cfg.blocks} blocks {q_cfg.channels} channels, "
+          f"bits {q_cfg.bits}; data {args.train_dir or 'procedural'}; out {args.out}", file=sys.stderr)
+    t0 = time.perf_counter()
+    models = []
+    if args.init:
+        fp = load_checkpoint(args.init)
+    else:
+        from .models import init_model
+        params, state = init_model(fp_cfg, np.random.default_rng(args.seed))
+        fp = train_stage(fp_cfg, params, state, source,
+                         stage_options(args, args.fp_steps if q_cfg.quantized else args.steps, "fp"),
+                         os.path.join(args.out, "fp.npz"), resume=args.resume)
+        models.append(("full precision", fp))
+    if q_cfg.quantized:
+        params, state = quantize_model(fp.params, fp.state, q_cfg)
+        q = train_stage(q_cfg, params, state, source, stage_options(args, args.steps, "quant"),
+                        os.path.join(args.out, "quant.npz"), resume=args.resume)
+        models.append((f"quantized {q_cfg.bits}", q))
+    print(f"trained in {format_duration(time.perf_counter() - t0)}", file=sys.stderr)
+    report(models, val_dir, args.scale, args.out)
+    return 0
+
+
+def report(models, val_dir, scale, out_dir):
+    """Score each model and bicubic on the validation images; save a crop PNG."""
+    from .metrics import evaluate_folder
+    from .data.images import read_image, write_image, modcrop
+    from .data.resize import bicubic_downscale, bicubic_upscale
+
+    bicubic = evaluate_folder(None, val_dir, scale)
+    print(f"\nvalidation on {val_dir} (Y channel, {scale}-pixel border cropped):")
+    print(f"{'model':<24} {'PSNR':>8} {'SSIM':>7}  {'vs bicubic':>10}")
+    print(f"{'bicubic':<24} {bicubic.mean_psnr:8.3f} {bicubic.mean_ssim:7.4f}")
+    for name, ckpt in models:
+        res = evaluate_folder(lambda lr: upscale(ckpt.config, ckpt.params, ckpt.state, lr), val_dir, scale)
+        print(f"{name:<24} {res.mean_psnr:8.3f} {res.mean_ssim:7.4f}  {res.mean_psnr - bicubic.mean_psnr:+9.3f} dB")
+    name, ckpt = models[-1]
+    hr = modcrop(read_image(list_images(val_dir)[0]), scale)
+    crop = hr[: 96 * scale // 2 * 2, : 96 * scale // 2 * 2]
+    crop = modcrop(crop, scale)
+    lr = bicubic_downscale(crop, scale)
+    sr = upscale(ckpt.config, ckpt.params, ckpt.state, lr)
+    panel = np.concatenate([bicubic_upscale(lr, scale), sr, crop], axis=1)
+    path = os.path.join(out_dir, "val_crop.png")
+    write_image(path, panel)
+    print(f"saved {path} (bicubic | {name} | HR)")
+
+
+def main(argv=None) -> int:
+    args = resolve(build_parser().parse_args(argv))
+    try:
+        return run(args)
+    except TrainingDiverged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The autograd-free trainer: one stage of training (full precision or quantized).
+
+A step: sample a batch -> sr_forward -> L1 + alpha * SQCL (Eq. 9) -> sr_backward
+-> Adam with a per-iteration cosine-annealed learning rate -> DAIA interval
+initialisation where a warm-up just finished (Eq. 4).
+
+Everything a step depends on (parameters, state, Adam moments, the generator's
+bit state, the step number) is in the checkpoint, so a run killed at any point
+and resumed from its last checkpoint ends with the same parameters as a run that
+was never interrupted (on the same machine).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .models import Pass, sr_backward, sr_forward
+from .models.config import ModelConfig
+from .ops import l1_backward, l1_forward
+from .optim import adam_init, adam_step, cosine_lr
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    steps: int
+    batch: int = 16
+    patch: int = 24          # LR patch side; the HR patch is patch * scale
+    lr: float = 1e-3
+    alpha: float = 0.3       # SQCL weight (Eq. 9)
+    warmup: int = 20         # DAIA warm-up iterations l (Eq. 4)
+    seed: int = 0
+    checkpoint_every: int = 100   # steps between checkpoints (also one at the end)
+    stage: str = "fp"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""
+
+
+def to_dtype(arrays: dict, dtype) -> dict:
+    return {k: np.asarray(v, dtype=dtype) if np.issubdtype(np.asarray(v).dtype, np.floating)
+            else np.asarray(v) for k, v in arrays.items()}
+
+
+def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageOptions):
+    """One forward and backward pass. Returns (pixel loss, sqcl loss, Pass)."""
+    ps = Pass(params, state, cfg, training=True, alpha=opts.alpha if cfg.quantized else 0.0,
+              warmup=opts.warmup)
+    sr, cache = sr_forward(ps, cfg, lr_batch)
+    pixel, lcache = l1_forward(sr, hr_batch)
+    sr_backward(ps, l1_backward(lcache), cache)
+    return float(pixel), ps.sqcl, ps
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: StageOptions,
+                out_path: str, resume: bool = False, log=None, report_every_s: float = 2.0,
+                stop_after=None) -> Checkpoint:
+    """Train one stage and return its final checkpoint (also written to out_path).
+
+    params/state: the starting model (float64 arrays), ignored when resuming from
+    out_path. source: a data source with .sample(rng, batch, lr_patch, scale).
+    stop_after: stop (as if killed) after this many steps; for tests.
+    """
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    if resume and os.path.exists(out_path):
+        ckpt = load_checkpoint(out_path)
+        if ckpt.config != cfg or ckpt.meta.get("options", {}).get("stage") != opts.stage:
+            raise ValueError(f"checkpoint {out_path}: it was written by another run "
+                             f"({ckpt.config.bits} {ckpt.meta.get('options', {}).get('stage')}); "
+                             f"cannot resume {cfg.bits} {opts.stage} from it")
+        params, state, adam = ckpt.params, ckpt.state, ckpt.adam
+        rng = np.random.default_rng()
+        rng.bit_generator.state = ckpt.meta["rng"]
+        start = int(ckpt.meta["step"])
+        log(f"{opts.stage}: resuming {out_path} at step {start}/{opts.steps}")
+    else:
+        rng = np.random.default_rng(opts.seed)
+        adam = adam_init(params)
+        start = 0
+
+    def checkpoint(step):
+        meta = {"step": step, "options": asdict(opts), "rng": rng.bit_generator.state}
+        ckpt = Checkpoint(cfg, params, state, adam, meta)
+        save_checkpoint(out_path, ckpt)
+        return ckpt
+
+    # Training runs in float32; the master copy of every parameter is float32 too.
+    params, state, adam = to_dtype(params, np.float32), dict(state), dict(adam)
+    last = checkpoint(start) if start == 0 else None
+    t0, last_report, done = time.perf_counter(), 0.0, 0
+    for step in range(start, opts.steps):
+        lr_batch, hr_batch = source.sample(rng, opts.batch, opts.patch, cfg.scale)
+        pixel, sqcl, ps = train_step(cfg, params, state, lr_batch, hr_batch, opts)
+        bad = [k for k, g in ps.grads.items() if not np.all(np.isfinite(g))]
+        if not math.isfinite(pixel + sqcl) or bad:
+            what = f"gradient of {bad[0]}" if bad else f"loss {pixel + sqcl}"
+            raise TrainingDiverged(
+                f"{opts.stage}: training diverged at step {step + 1} ({what} is not finite); "
+                f"the last good checkpoint is {out_path}; try a lower --lr")
+        lr_now = cosine_lr(step, opts.steps, opts.lr)
+        params, adam = adam_step(params, ps.grads, adam, lr_now)
+        state.update(ps.new_state)
+        for key, value in ps.interval_init.items():
+            params[key] = np.asarray(value, dtype=np.float32)
+        done += 1
+
+        now = time.perf_counter() - t0
+        if now - last_report >= report_every_s or step + 1 == opts.steps:
+            last_report = now
+            rate = done / max(now, 1e-9)
+            left = (opts.steps - step - 1) / max(rate, 1e-9)
+            log(f"{opts.stage} step {step + 1}/{opts.steps}  loss {pixel + sqcl:.5f} "
+                f"(pixel {pixel:.5f} + sqcl {sqcl:.5f})  lr {lr_now:.2e}  "
+                f"{rate:.1f} steps/s  left {format_duration(left)}")
+        if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
+            last = checkpoint(step + 1)
+        if stop_after is not None and done >= stop_after:
+            break
+    return last if last is not None else load_checkpoint(out_path)
