@@ -18,6 +18,7 @@ import numpy as np
 
 from ..quant import (QuantSpec, daia_active, daia_init, daia_interval, daia_observe,
                      quantize_backward, quantize_forward, sqcl_backward, sqcl_forward)
+from ..quant.quantizer import ste_grads
 
 
 class Fmt(NamedTuple):
@@ -51,7 +52,7 @@ class Pass:
     """
 
     def __init__(self, params, state, cfg, training=False, alpha=0.3, p=1, warmup=20,
-                 record_codes=False):
+                 record_codes=False, linearize=None):
         self.params = params
         self.state = state
         self.grid = cfg.grid
@@ -63,6 +64,7 @@ class Pass:
         self.p = p
         self.warmup = warmup
         self.record_codes = record_codes
+        self.linearize = linearize  # dict: see linearized_quantize (gradient checks)
         self.grads = {}
         self.new_state = {}
         self.interval_init = {}
@@ -100,7 +102,10 @@ def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
                 ps.interval_init[site + ".interval"] = daia_interval(daia)
             return v, None
     interval = ps.params[site + ".interval"] if learnable else 1.0
-    qv, codes, qcache = quantize_forward(v, interval, ps.spec(fmt))
+    if ps.linearize is not None:
+        qv, codes, qcache = linearized_quantize(ps.linearize, site, v, interval, ps.spec(fmt))
+    else:
+        qv, codes, qcache = quantize_forward(v, interval, ps.spec(fmt))
     if ps.record_codes:
         ps.codes[site] = codes
     scache = None
@@ -108,6 +113,23 @@ def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
         loss, scache = sqcl_forward(qv, v, ps.p)
         ps.sqcl += ps.alpha * float(loss)
     return qv, QuantCache(site, learnable, qcache, scache)
+
+
+def linearized_quantize(base: dict, site, v, interval, spec):
+    """Q linearised at its first call (for whole-model gradient checks only).
+
+    The first pass through a site quantizes normally and records (v0, I0, Q(v0),
+    dQ/dv, dQ/dI) in `base`; later passes return the first-order expansion
+    Q(v0) + dQ/dv (v - v0) + dQ/dI (I - I0). Finite differences of a model built
+    on it then test how the model chains the STE gradients, with no rounding jump.
+    """
+    if site not in base:
+        qv, codes, qcache = quantize_forward(v, interval, spec)
+        dq_dv, dq_di = ste_grads(v, qv, np.asarray(interval, v.dtype), spec)
+        base[site] = (v.copy(), float(interval), qv, dq_dv, dq_di)
+        return qv, codes, qcache
+    v0, i0, qv0, dq_dv, dq_di = base[site]
+    return qv0 + dq_dv * (v - v0) + dq_di * (float(interval) - i0), None, None
 
 
 def quant_backward(ps: Pass, dqv, cache):

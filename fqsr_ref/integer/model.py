@@ -1,0 +1,200 @@
+"""The integer-only model: conversion from a quantized checkpoint, and its ops.
+
+A trained quantized model (fake-quantized floats) becomes a list of integer ops
+in execution order. Every tensor is a code array with a scale s (value = code*s)
+and is named after the quantizer site that made it in the float model
+("head.out", "blocks.0.add.out", "image.out", ...), so the integer codes can be
+compared with the float model's codes tensor by tensor.
+
+Ops (docs/SPEC.md, "integer graph"):
+  requant   codes -> codes at another width: clamp(rq(x, M, shift))
+  conv      acc = conv(x, w) + bias (int32/int64); out = clamp(rq(acc, M+, shift+))
+            for acc >= 0, clamp(rq(sign * acc, M-, shift-)) for acc < 0 (PReLU as two
+            multipliers; sign = -1 when the slope is negative); ReLU outputs clamp at 0
+  add       out = clamp(rrs(a * Ma + relu?(b) * Mb, n))  (Eq. 7, common shift n)
+  shuffle   pixel shuffle on codes
+where rq(x, M, shift) = round_half_up(x * M / 2^(31 - shift)) and rrs is the
+rounding right shift (round half up), both in int64.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..models.config import ModelConfig
+from ..models.graph import IMAGE, Fmt, Pass
+from ..models.layers import out_format, reads_requantized
+from ..models.srnet import bits_of, layer_specs, mean_offset
+from ..quant import QuantSpec, fold_bn, quantize_forward, round_half_up
+from ..quant.quantizer import levels
+from .requant import acc_bound, acc_dtype, code_dtype, quantize_multiplier
+
+
+class Tensor(NamedTuple):
+    """A code tensor: value = code * scale; codes in [qmin, qmax]."""
+    name: str
+    bits: int
+    signed: bool
+    scale: float
+    qmin: int
+    qmax: int
+
+
+class RequantOp(NamedTuple):
+    kind: str          # "requant"
+    name: str
+    input: str
+    output: str
+    multiplier: int
+    shift: int
+
+
+class ConvOp(NamedTuple):
+    kind: str          # "conv"
+    name: str
+    input: str
+    output: str
+    weight: np.ndarray  # codes (O, C, K, K), int8/int16
+    w_bits: int
+    bias: np.ndarray    # (O,) int32 (int64 where it does not fit), accumulator scale
+    multiplier: int     # for acc >= 0
+    shift: int
+    neg_multiplier: int  # for acc < 0 (equal to the above without PReLU)
+    neg_shift: int
+    neg_sign: int       # -1: rq(-acc, M-) (a negative PReLU slope), else +1
+    acc_bound: int      # proven max |acc| (fan-in x max|x| x max|w| + max|bias|)
+    acc_dtype: str      # "int32" or "int64"
+
+
+class AddOp(NamedTuple):
+    kind: str          # "add"
+    name: str
+    input: str          # the skip Q(x)
+    branch: str         # Q(z)
+    output: str
+    branch_relu: bool
+    multiplier: int     # for the skip
+    branch_multiplier: int
+    shift: int          # common right shift n of both products
+
+
+class ShuffleOp(NamedTuple):
+    kind: str          # "shuffle"
+    name: str
+    input: str
+    output: str
+    factor: int
+
+
+class IntModel(NamedTuple):
+    config: ModelConfig
+    tensors: dict       # name -> Tensor
+    ops: list           # execution order
+
+
+def tensor_of(name: str, fmt: Fmt, interval: float) -> Tensor:
+    spec = QuantSpec(fmt.bits, fmt.signed)
+    n, qmin, qmax = levels(spec)
+    return Tensor(name, fmt.bits, fmt.signed, float(interval) / n, qmin, qmax)
+
+
+def signed_multiplier(real: float):
+    """(M, shift, sign) with real = sign * M * 2^(shift - 31)."""
+    m, shift = quantize_multiplier(abs(real))
+    return m, shift, (-1 if real < 0 else 1)
+
+
+def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
+    """Integer-only model of a trained quantized checkpoint (BN folded, Eq. 6).
+
+    Every conv must read and write quantized tensors (fm, sc < 32), with the narrow
+    or unsigned grids; a ValueError says what is missing otherwise.
+    """
+    if not cfg.quantized or 32 in (cfg.wt, cfg.fm, cfg.sc):
+        raise ValueError(f"integer conversion: model bits {cfg.bits} are not fully quantized "
+                         f"(every one of wt/fm/sc must be below 32)")
+    if cfg.grid != "narrow":
+        raise ValueError("integer conversion: only the narrow signed grid is supported "
+                         f"(model grid {cfg.grid!r})")
+    p32 = {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
+           for k, v in params.items()}
+    ps = Pass(p32, state, cfg)   # used only to read the weight spec; nothing runs
+    bits, L = bits_of(cfg), layer_specs(cfg)
+    tensors, ops = {}, []
+    m = mean_offset(cfg, np.float32)
+
+    def interval(site):
+        return float(p32[site + ".interval"])
+
+    def add_tensor(t: Tensor):
+        tensors[t.name] = t
+        return t
+
+    def conv(spec, x: Tensor, x_fmt: Fmt, in_offset=None, out_offset=None):
+        n = spec.name
+        if reads_requantized(x_fmt, bits):
+            r = add_tensor(tensor_of(n + ".in", Fmt(bits["fm"], x_fmt.signed), interval(n + ".in")))
+            mult, shift = quantize_multiplier(x.scale / r.scale)
+            ops.append(RequantOp("requant", n + ".in", x.name, r.name, mult, shift))
+            x = r
+        w, b = p32[n + ".w"], p32.get(n + ".b")
+        if spec.bn:
+            w, b = fold_bn(w, b, p32[n + ".gamma"], p32[n + ".beta"],
+                           state[n + ".bn_mean"], state[n + ".bn_var"], cfg.bn_eps)
+        w_spec = ps.spec(Fmt(bits["wt"], True))
+        wq, w_codes, _ = quantize_forward(w, p32[n + ".w.interval"], w_spec)
+        s_w = interval(n + ".w") / levels(w_spec)[0]
+        b = np.zeros(spec.cout, np.float32) if b is None else b
+        if in_offset is not None:
+            b = b - np.einsum("oikl,i->o", wq, in_offset)
+        if out_offset is not None:
+            b = b + out_offset
+        s_acc = x.scale * s_w
+        bias = round_half_up(b.astype(np.float64) / s_acc).astype(np.int64)
+        out_fmt = out_format(spec, bits) if spec.out_bits else IMAGE
+        y = add_tensor(tensor_of("image.out" if spec.out_bits is None else n + ".out", out_fmt,
+                                 1.0 if spec.out_bits is None else interval(n + ".out")))
+        mult, shift = quantize_multiplier(s_acc / y.scale)
+        neg = (mult, shift, 1)
+        if spec.act == "prelu":
+            neg = signed_multiplier(float(p32[n + ".prelu"][0]) * s_acc / y.scale)
+        bound = acc_bound(spec.cin * spec.k * spec.k, x.bits, x.signed, bits["wt"], True,
+                          int(np.abs(bias).max()))
+        dtype = acc_dtype(bound)
+        bias = bias.astype(np.int32 if np.abs(bias).max() < 2 ** 31 else np.int64)
+        w_codes = w_codes.astype(code_dtype(-(2 ** (bits["wt"] - 1)), 2 ** (bits["wt"] - 1)))
+        ops.append(ConvOp("conv", n, x.name, y.name, w_codes, bits["wt"], bias, mult, shift,
+                          *neg, bound, np.dtype(dtype).name))
+        return y, out_fmt
+
+    image = add_tensor(Tensor("image.in", 8, False, 1.0 / 255, 0, 255))
+    h, _ = conv(L.head, image, IMAGE, in_offset=m)
+    skip_fmt = Fmt(bits["sc"], True)
+
+    def add(site, a: Tensor, b: Tensor, relu, res_scale):
+        y = add_tensor(tensor_of(site + ".out", skip_fmt, interval(site + ".out")))
+        ra, rb = a.scale / y.scale, res_scale * b.scale / y.scale
+        big, shift = quantize_multiplier(max(ra, rb))
+        # Both operands share the shift of the larger multiplier; the smaller one is
+        # rounded to the same scale 2^(shift - 31) (an int32 too, as it is smaller).
+        n = 31 - shift
+        ma = big if ra >= rb else int(np.floor(ra * 2.0 ** n + 0.5))
+        mb = big if rb > ra else int(np.floor(rb * 2.0 ** n + 0.5))
+        ops.append(AddOp("add", site, a.name, b.name, y.name, relu, ma, mb, shift))
+        return y
+
+    s = h
+    for i, (conv1, conv2) in enumerate(L.blocks):
+        t, t_fmt = conv(conv1, s, skip_fmt)
+        z, _ = conv(conv2, t, t_fmt)
+        s = add(f"blocks.{i}.add", s, z, cfg.branch_relu, cfg.res_scale)
+    z, _ = conv(L.trunk, s, skip_fmt)
+    u, fmt = add("long_add", h, z, False, 1.0), skip_fmt
+    for j, (spec, r) in enumerate(zip(L.up, cfg.upsample_factors)):
+        u, fmt = conv(spec, u, fmt)
+        shuffled = add_tensor(u._replace(name=f"up.{j}.shuffle"))
+        ops.append(ShuffleOp("shuffle", f"up.{j}.shuffle", u.name, shuffled.name, r))
+        u = shuffled
+    conv(L.tail, u, fmt, out_offset=m)
+    return IntModel(cfg, tensors, ops)

@@ -1,0 +1,110 @@
+"""Whole-model tests: shapes, float64 gradient checks, BN folding, quantizer sites."""
+import numpy as np
+import pytest
+
+from fqsr_ref.models import Pass, init_model, preset, quantize_model, sr_backward, sr_forward
+from gradcheck import assert_grad
+
+
+def tiny(arch="srresnet", scale=2, bits="32/32/32", **kw):
+    return preset(arch, scale, bits, blocks=kw.pop("blocks", 1), channels=kw.pop("channels", 3), **kw)
+
+
+def run_pass(cfg, params, state, x, **kw):
+    ps = Pass(params, state, cfg, **kw)
+    y, cache = sr_forward(ps, cfg, x)
+    return ps, y, cache
+
+
+@pytest.mark.parametrize("arch", ["srresnet", "edsr", "fqsr_lite", "srgan"])
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_output_shape_and_dtype(arch, scale):
+    cfg = tiny(arch, scale, "4/4/8")
+    params, state = init_model(cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).random((2, 3, 5, 4)).astype(np.float32)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    _, y, _ = run_pass(cfg, params, state, x)
+    assert y.shape == (2, 3, 5 * scale, 4 * scale) and y.dtype == np.float32
+
+
+def model_gradcheck(cfg, params, state, x, training, **pass_kw):
+    """Check every parameter's gradient of sum(sr * dout) + SQCL against centred differences."""
+    rng = np.random.default_rng(7)
+    ps, y, cache = run_pass(cfg, params, state, x, training=training, **pass_kw)
+    dout = rng.standard_normal(y.shape)
+    sr_backward(ps, dout, cache)
+
+    def loss():
+        qs, yy, _ = run_pass(cfg, params, state, x, training=training, **pass_kw)
+        return float(np.sum(yy * dout)) + qs.sqcl
+
+    assert set(ps.grads) <= set(params)
+    for key in sorted(params):
+        analytic = ps.grads.get(key, np.zeros_like(params[key]))
+        assert_grad(f"{cfg.arch} {cfg.bits} {key}", analytic, loss, params[key], tol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("arch,scale", [("srresnet", 2), ("edsr", 3)])
+def test_full_precision_gradients(arch, scale):
+    cfg = tiny(arch, scale)
+    params, state = init_model(cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).random((2, 3, 4, 3))
+    # training=True: batch-norm uses batch statistics, which the check must differentiate.
+    model_gradcheck(cfg, params, state, x, training=True)
+
+
+@pytest.mark.parametrize("bits,branch_relu", [("4/4/8", True), ("6/8/8", False)])
+def test_quantized_gradients_through_ste(bits, branch_relu):
+    """Quantized SRResNet with BN folded, SQCL on: the model chains the STE gradients
+    (the quantizer is linearised at the base point, see linearized_quantize)."""
+    fp_cfg = tiny("srresnet", 2, branch_relu=branch_relu)
+    params, state = init_model(fp_cfg, np.random.default_rng(0))
+    cfg = fp_cfg.with_bits(bits)
+    params, state = quantize_model(params, state, cfg)
+    state = {k: (v + 0.5 if k.endswith("bn_var") else v) for k, v in state.items()}
+    x = np.random.default_rng(1).random((2, 3, 4, 3))
+    # One DAIA pass (warm-up l = 1) gives every interval its Eq. 4 start.
+    ps, _, _ = run_pass(cfg, params, state, x, training=True, warmup=1)
+    params = {**params, **{k: np.array(v) for k, v in ps.interval_init.items()}}
+    state = {**state, **ps.new_state}
+    assert len(ps.interval_init) == sum(k.endswith(".interval") for k in params)
+    model_gradcheck(cfg, params, state, x, training=True, warmup=1, alpha=0.3, linearize={})
+
+
+def test_quantized_model_carries_codes():
+    """Fully quantized: every site records codes within its bits, the image output is 8-bit."""
+    cfg = tiny("srresnet", 2, "4/4/8", blocks=2, channels=4)
+    params, state = init_model(cfg, np.random.default_rng(0))
+    x = np.random.default_rng(1).random((1, 3, 6, 6))
+    ps = Pass(params, state, cfg, record_codes=True)
+    y, _ = sr_forward(ps, cfg, x)
+    assert np.array_equal(np.round(y * 255), y * 255) or np.allclose(y * 255, np.round(y * 255))
+    assert "image.out" in ps.codes and ps.codes["image.out"].max() <= 255
+    for site, codes in ps.codes.items():
+        assert codes is not None, site
+        bits = 8 if site.startswith("image") or site.endswith("add.out") or site == "head.out" else 4
+        assert np.abs(codes).max() < 2 ** bits, site
+    # Every conv has quantized weights, outputs; the skips (head out, adds) are sc bits.
+    for name in ("head", "blocks.0.conv1", "blocks.1.conv2", "trunk", "up.0", "tail"):
+        assert f"{name}.w" in ps.codes
+    assert "blocks.0.conv1.in" in ps.codes      # 8-bit skip read at 4 bits
+    assert "blocks.0.conv2.in" not in ps.codes  # same width: read as is
+
+
+def test_fold_matches_bn_eval():
+    """The folded graph (quantized training, Eq. 6) equals conv + BN(eval) of the FP
+    model to 1e-10 in float64 when nothing is quantized."""
+    cfg = tiny("srresnet", 2, blocks=2, channels=3)
+    params, state = init_model(cfg, np.random.default_rng(0))
+    rng = np.random.default_rng(3)
+    for key in state:
+        if key.endswith("bn_var"):
+            state[key] = rng.random(state[key].shape) + 0.5
+        elif key.endswith("bn_mean"):
+            state[key] = rng.standard_normal(state[key].shape) * 0.1
+    x = rng.random((2, 3, 5, 5))
+    _, y_eval, _ = run_pass(cfg, params, state, x)
+    folded = Pass(params, state, cfg)
+    folded.fold_bn = True
+    y_fold, _ = sr_forward(folded, cfg, x)
+    assert np.max(np.abs(y_eval - y_fold)) < 1e-10
