@@ -291,7 +291,7 @@ def test_ste_equals_closed_form(r, interval, spec):
 @given(arrays(np.float64, st.integers(1, 12), elements=st.floats(-2.5, 2.5)), intervals, specs)
 def test_ste_equals_finite_differences_of_the_surrogate(r, interval, spec):
     lo, hi = clip_bounds(spec)
-    r = r[(np.abs(r - lo) > 1e-4) & (np.abs(r - hi) > 1e-4)]   # away from the clip bounds
+    r = r[(np.abs(r - lo) > 1e-2) & (np.abs(r - hi) > 1e-2)]   # away from the clip bounds
     if r.size == 0:
         return
     v = r * interval
@@ -306,7 +306,11 @@ def test_ste_equals_finite_differences_of_the_surrogate(r, interval, spec):
 
     def loss():
         return float(np.sum(surrogate(v, iv[0], spec, offset) * dqv))
-    h = 1e-6 * interval
+    # Between clip bounds the surrogate is linear in v and in I, so a large step has no
+    # truncation error, and it keeps the rounding noise of the quotient far below the
+    # tolerance when the terms of dL/dI cancel (h = 1e-6 I failed on the example in
+    # test_quantizer_with_sqcl_matches_finite_differences_of_the_surrogate).
+    h = 1e-3 * interval
     assert_grad("dv", dv, loss, v, h=h)
     assert_grad("dinterval", dinterval, loss, iv, h=h)
 
