@@ -1,0 +1,231 @@
+"""Integer arithmetic rules of the integer-only model (docs/SPEC.md, "integer").
+
+Everything a port must reproduce bit for bit outside the dot products lives here:
+the code ranges of each grid, the worst-case accumulator bound and the
+accumulator dtype it proves, the derivation of a real multiplier as an int32
+multiplier and a shift, and requantization with a single round-half-up rounding
+followed by a saturating clamp.
+
+Rounding is round half up, floor(t + 1/2), everywhere (the project rule). It
+lives in one named function, `rounding_right_shift`, never in an inline shift.
+
+Each vectorised function has a plain Python-int twin (`*_reference`) that the
+tests compare it with.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+INT64_MAX = (1 << 63) - 1
+MAX_CODE_BITS = 16
+# quantize_multiplier accepts reals in [2^-32, 2^31): shift in [-31, 31], so the
+# total right shift n = 31 - shift lies in [0, 62] (see requantize's proof).
+MIN_SHIFT = -31
+MAX_SHIFT = 31
+
+
+# ---------------------------------------------------------------------------
+# Code ranges and accumulator bounds
+# ---------------------------------------------------------------------------
+
+def _check_bits(name: str, bits: int) -> None:
+    if not (isinstance(bits, (int, np.integer)) and 1 <= bits <= MAX_CODE_BITS):
+        raise ValueError(f"{name}: bits must be an int in [1, {MAX_CODE_BITS}], got {bits!r}")
+
+
+def code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Inclusive range of an M-bit code: signed is two's complement.
+
+    Unsigned: [0, 2^M - 1]. Signed: [-2^(M-1), 2^(M-1) - 1]. The narrow grid
+    (codes in [-(2^(M-1)-1), 2^(M-1)-1]) is a subset of the signed range; the
+    engines accept the whole two's complement range so a port's M-bit register
+    is covered, including -2^(M-1).
+    """
+    _check_bits("code_range", bits)
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def operand_max_abs(bits: int, signed: bool, dorefa: bool = False) -> int:
+    """Largest |integer value| an M-bit operand can take in a dot product.
+
+    Unsigned: 2^M - 1. Signed (two's complement): 2^(M-1). Dorefa: codes k are
+    unsigned in [0, n], n = 2^M - 1, and the integer value is 2k - n, so
+    |value| <= n = 2^M - 1.
+    """
+    if dorefa and signed:
+        raise ValueError("operand_max_abs: a dorefa operand stores unsigned codes k; signed must be False")
+    lo, hi = code_range(bits, signed)
+    return max(-lo, hi)
+
+
+def acc_bound(fan_in: int, a_bits: int, a_signed: bool, w_bits: int, w_signed: bool,
+              bias_bound: int = 0, *, a_dorefa: bool = False, w_dorefa: bool = False) -> int:
+    """Worst-case |accumulator| of a dot product of length fan_in plus a bias.
+
+    bound = fan_in * max|a| * max|w| + bias_bound, with max|.| from
+    `operand_max_abs`. Every partial sum of the dot product (in any order) is
+    bounded by the same number, which is what the float64 path of the plain
+    engine relies on. Returns a Python int (no overflow).
+    """
+    if fan_in < 0 or bias_bound < 0:
+        raise ValueError(f"acc_bound: fan_in and bias_bound must be >= 0, got {fan_in}, {bias_bound}")
+    return (int(fan_in) * operand_max_abs(a_bits, a_signed, a_dorefa)
+            * operand_max_abs(w_bits, w_signed, w_dorefa) + int(bias_bound))
+
+
+def acc_dtype(bound: int) -> type:
+    """np.int32 if |acc| <= bound fits int32, else np.int64; ValueError beyond int64."""
+    if bound < 0:
+        raise ValueError(f"acc_dtype: bound must be >= 0, got {bound}")
+    if bound <= INT32_MAX:
+        return np.int32
+    if bound <= INT64_MAX:
+        return np.int64
+    raise ValueError(f"acc_dtype: accumulator bound {bound} does not fit int64")
+
+
+def code_dtype(qmin: int, qmax: int) -> type:
+    """Narrowest of int8, int16, int32 that holds every code in [qmin, qmax]."""
+    if qmin > qmax:
+        raise ValueError(f"code_dtype: empty code range [{qmin}, {qmax}]")
+    for dt in (np.int8, np.int16, np.int32):
+        info = np.iinfo(dt)
+        if info.min <= qmin and qmax <= info.max:
+            return dt
+    raise ValueError(f"code_dtype: code range [{qmin}, {qmax}] does not fit int32")
+
+
+def check_codes(name: str, codes: np.ndarray, bits: int, signed: bool) -> None:
+    """ValueError unless codes is an integer array whose values fit (bits, signed)."""
+    if not isinstance(codes, np.ndarray) or codes.dtype.kind not in "iu":
+        raise ValueError(f"{name}: expected an integer ndarray of codes, got "
+                         f"{getattr(codes, 'dtype', type(codes))}")
+    lo, hi = code_range(bits, signed)
+    if codes.size:
+        cmin, cmax = int(codes.min()), int(codes.max())
+        if cmin < lo or cmax > hi:
+            kind = "signed" if signed else "unsigned"
+            raise ValueError(f"{name}: codes span [{cmin}, {cmax}], outside the {bits}-bit "
+                             f"{kind} range [{lo}, {hi}]")
+
+
+# ---------------------------------------------------------------------------
+# Multiplier derivation
+# ---------------------------------------------------------------------------
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """Represent real > 0 as M * 2^(shift - 31) with M an int32 in [2^30, 2^31 - 1].
+
+    Like TFLite's QuantizeMultiplier: frexp(real) = f * 2^e with f in [1/2, 1),
+    M = round_half_up(f * 2^31), shift = e; if the rounding reaches 2^31, M is
+    halved to 2^30 and shift incremented. Round half up equals TFLite's round
+    half away from zero here because f > 0. The rounding is done on the exact
+    binary fraction of `real` (Python ints), so |M * 2^(shift-31) - real| <=
+    2^(shift-32) <= 2^-31 * real.
+
+    real == 0 gives (0, 0) (requantize then outputs 0). Supported: real in
+    [2^-32, 2^31) after rounding, i.e. shift in [-31, 31]; smaller reals would
+    zero every int32 accumulator and larger ones saturate every non-zero one,
+    so both mean a broken model and raise ValueError, as do negative and
+    non-finite reals.
+    """
+    real = float(real)
+    if not math.isfinite(real) or real < 0:
+        raise ValueError(f"quantize_multiplier: real multiplier must be finite and >= 0, got {real!r}")
+    if real == 0.0:
+        return 0, 0
+    f, e = math.frexp(real)
+    num, den = f.as_integer_ratio()              # f = num / den exactly, den a power of two
+    m = (2 * num * (1 << 31) + den) // (2 * den)  # floor(f * 2^31 + 1/2), exact
+    if m == 1 << 31:
+        m, e = 1 << 30, e + 1
+    if not MIN_SHIFT <= e <= MAX_SHIFT:
+        raise ValueError(f"quantize_multiplier: real multiplier {real!r} gives shift {e}, outside "
+                         f"[{MIN_SHIFT}, {MAX_SHIFT}] (reals in [2^-32, 2^31) are supported)")
+    return int(m), int(e)
+
+
+# ---------------------------------------------------------------------------
+# Rounding, rescaling, saturation
+# ---------------------------------------------------------------------------
+
+def rounding_right_shift(x, n: int):
+    """floor(x / 2^n + 1/2): arithmetic right shift by n >= 0 rounding half up.
+
+    x is a Python int or an int64 ndarray; the caller guarantees that
+    x + 2^(n-1) does not overflow (requantize proves it). n = 0 returns x.
+    """
+    if n < 0:
+        raise ValueError(f"rounding_right_shift: shift must be >= 0, got {n}")
+    if n == 0:
+        return x
+    if isinstance(x, np.ndarray):
+        return (x + np.int64(1 << (n - 1))) >> np.int64(n)
+    return (x + (1 << (n - 1))) >> n
+
+
+def _check_multiplier(multiplier: int, shift: int) -> None:
+    if not (0 <= multiplier <= INT32_MAX):
+        raise ValueError(f"requantize: multiplier must be in [0, 2^31 - 1], got {multiplier}")
+    if not (MIN_SHIFT <= shift <= MAX_SHIFT):
+        raise ValueError(f"requantize: shift must be in [{MIN_SHIFT}, {MAX_SHIFT}], got {shift}")
+
+
+def multiply_by_quantized_multiplier(acc: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+    """round_half_up(acc * multiplier / 2^n) with n = 31 - shift, exact, no clamp.
+
+    acc: integer ndarray (any shape), values within int64. multiplier in
+    [0, 2^31 - 1], shift in [-31, 31] (what `quantize_multiplier` returns), so
+    n is in [0, 62]. Returns int64, same shape.
+
+    Exactness: all arithmetic is int64 and the largest intermediate is
+    |acc| * M + 2^(n-1). With acc in int32 (|acc| <= 2^31) and M <= 2^31 - 1,
+    |acc| * M < 2^62, and n <= 62 gives 2^(n-1) <= 2^61, so the sum stays
+    below 2^62 + 2^61 < 2^63. Wider accumulators are checked against max|acc|
+    here and raise ValueError where the bound would not hold.
+    """
+    _check_multiplier(multiplier, shift)
+    if not isinstance(acc, np.ndarray) or acc.dtype.kind not in "iu":
+        raise ValueError(f"requantize: acc must be an integer ndarray, got {getattr(acc, 'dtype', type(acc))}")
+    n = 31 - shift
+    amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
+    worst = amax * multiplier + ((1 << (n - 1)) if n else 0)
+    if amax > INT64_MAX or worst > INT64_MAX:
+        raise ValueError(f"requantize: max|acc| = {amax} with multiplier {multiplier} and shift {shift} "
+                         f"needs {worst.bit_length() + 1} bits; int64 arithmetic would overflow")
+    return rounding_right_shift(acc.astype(np.int64) * np.int64(multiplier), n)
+
+
+def saturate(x: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    """Clamp int64 values to [qmin, qmax] and store them as `code_dtype(qmin, qmax)`."""
+    dt = code_dtype(qmin, qmax)
+    return np.clip(x, qmin, qmax).astype(dt)
+
+
+def requantize(acc: np.ndarray, multiplier: int, shift: int, qmin: int, qmax: int) -> np.ndarray:
+    """Codes = clamp(round_half_up(acc * M * 2^(shift - 31)), qmin, qmax).
+
+    acc: integer ndarray (int32 or int64 accumulators), any shape. multiplier,
+    shift: from `quantize_multiplier`. Returns codes of dtype
+    `code_dtype(qmin, qmax)`, same shape. Single rounding, then a saturating
+    clamp; no zero point (every grid of this project has its zero at code 0).
+    """
+    return saturate(multiply_by_quantized_multiplier(acc, multiplier, shift), qmin, qmax)
+
+
+def requantize_reference(acc: np.ndarray, multiplier: int, shift: int, qmin: int, qmax: int) -> np.ndarray:
+    """Loop twin of `requantize` on Python ints (divmod, no shifts)."""
+    n = 31 - shift
+    out = np.empty(acc.shape, dtype=code_dtype(qmin, qmax))
+    for idx, a in np.ndenumerate(acc):
+        p = int(a) * multiplier
+        q, r = divmod(p, 2 ** n)     # p = q * 2^n + r, 0 <= r < 2^n
+        v = q + (1 if 2 * r >= 2 ** n else 0)
+        out[idx] = min(max(v, qmin), qmax)
+    return out
