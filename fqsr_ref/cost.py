@@ -1,6 +1,7 @@
 """Cost model of section 4.3: OPs and peak memory (Table 2), and module shares.
 
-Definitions (docs/SPEC.md, section "Cost model", says why each one is chosen):
+Definitions (docs/SPEC.md, section 8, says why each one is chosen and how far
+Table 2 is reproduced):
 
 - Only multiplications count. A conv with C_in inputs, C_out outputs, a K x K
   kernel and an H_out x W_out output costs MACs = C_in * K * K * C_out * H_out *
@@ -70,8 +71,8 @@ class LayerCost(NamedTuple):
     kind: "conv" or "add". module: "E", "M" or "R". For a conv, c_in/c_out/kernel
     and (out_h, out_w) are those of the conv itself (before any pixel shuffle
     that follows it); for an add they are (C, C, 0) and the operand size.
-    macs: multiplications. bits: the M of OPs = MACs * M / 64, or 32 for a
-    full-precision conv. ops: this op's share of OPs (Fraction, exact).
+    macs: multiplications. bits: the M of OPs = MACs * M / 64, 32 for a
+    full-precision conv, 0 for an add. ops: this op's share of OPs (Fraction, exact).
     live_bits: bits of every tensor alive while the op runs (inputs, output,
     tensors held for a later add).
     """
@@ -132,19 +133,13 @@ class CostReport(NamedTuple):
         return sum(self.macs_by_module[m] for m in modules) / self.macs
 
     @property
-    def share_e(self) -> float:
-        return self.share("E")
-
-    @property
-    def share_m(self) -> float:
-        return self.share("M")
-
-    @property
-    def share_r(self) -> float:
-        return self.share("R")
+    def shares(self) -> dict:
+        """{"E", "M", "R"} -> fraction of all multiplications."""
+        return {m: self.share(m) for m in MODULES}
 
     @property
     def share_er(self) -> float:
+        """E and R together: the introduction's 15.6 %, 45.1 %, ..."""
         return self.share("ER")
 
 
@@ -230,7 +225,7 @@ class _Graph:
         for i, (name, kind, module, geo, macs, _, _) in enumerate(self.ops):
             live = sum(self.bits[t] * c * h * w for t, (c, h, w) in self.shapes.items()
                        if first[t] <= i <= last[t])
-            bits = self.m_bits if kind == "conv" else 32
+            bits = self.m_bits if kind == "conv" else 0
             ops = Fraction(macs * bits, 64) if bits < 32 else Fraction(macs)
             rows.append(LayerCost(name, kind, module, *geo, macs=macs, bits=bits, ops=ops,
                                   live_bits=live))
@@ -238,7 +233,15 @@ class _Graph:
 
 
 def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels) -> _Graph:
-    """The op list of one architecture (module docstring: SRResNet, EDSR)."""
+    """The op list of one architecture, C channels, B blocks, scale s.
+
+    SRResNet (srgan, fqsr_lite): 9x9 head 3->C (+PReLU); B blocks of conv3x3,
+    BN, PReLU, conv3x3, BN, add; conv3x3 + BN after the trunk, added to the
+    head output (long skip); per x2 stage conv3x3 C->4C, shuffle 2, PReLU (x3:
+    one stage C->9C, shuffle 3; x4: two x2 stages); 9x9 tail C->3 at HR.
+    EDSR-baseline: the same with a 3x3 head and tail, ReLU, no BN, no upsampler
+    activation. SRResNet w/o M: head, upsampler, tail. BN folds into its conv.
+    """
     width, height = lr_size
     quantized = (wt, fm, sc) != (32, 32, 32)
     image_bits = 8 if quantized else 32  # the image enters and leaves as 8-bit codes
@@ -355,6 +358,8 @@ def format_report(report: CostReport, layers: bool = False) -> str:
         ops_p, mem_p = paper
         lines.append(f"paper, Table 2: OPs {ops_p:.3f} G ({100 * (report.ops_g / ops_p - 1):+.4f} %), "
                      f"Memo {mem_p:.3f} MB ({100 * (report.peak_memory_mb / mem_p - 1):+.4f} %)")
+        if report.arch == "fqsr_lite":
+            lines.append("  (the paper costs Lite as E + R + 10/16 of the 16-block M; docs/SPEC.md, section 8)")
     if layers:
         lines.append(f"{'op':<18}{'mod':>4}{'c_in':>6}{'c_out':>6}{'k':>3}{'out HxW':>12}"
                      f"{'MACs (G)':>11}{'M':>4}{'OPs (G)':>10}{'live (MB)':>11}")

@@ -148,6 +148,8 @@ def test_intro_shares_pinned():
     for (arch, scale), share in expected.items():
         r = model_cost(arch, scale)
         assert Fraction(r.macs_by_module["E"] + r.macs_by_module["R"], r.macs) == share
+        assert r.share_er == pytest.approx(float(share), rel=1e-15)
+        assert sum(r.shares.values()) == pytest.approx(1.0, rel=1e-15)
 
 
 @pytest.mark.parametrize("key", [("srresnet", 2), ("edsr", 2), ("edsr", 4)])
