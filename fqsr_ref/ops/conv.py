@@ -35,11 +35,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy.linalg import blas
 
+from ._checks import check_float, check_rank
+
 # Below this many channels a side is stacked (one GEMM) instead of shifted
 # (K*K GEMMs); measured with tools/bench_conv.py.
 SMALL_CHANNELS = 8
-
-FLOATS = (np.float32, np.float64)
 
 
 class Grid(NamedTuple):
@@ -151,13 +151,9 @@ def _from_grid(out, g, stride, bias=None):
 
 def _check(x, w, b, stride):
     op = "conv2d"
-    if not isinstance(x, np.ndarray) or x.ndim != 4:
-        raise ValueError(f"{op}: x must be a 4-D (N, C_in, H, W) array, got shape {np.shape(x)}")
-    if not isinstance(w, np.ndarray) or w.ndim != 4:
-        raise ValueError(f"{op}: w must be a 4-D (C_out, C_in, K, K) array, got shape {np.shape(w)}")
-    if x.dtype.type not in FLOATS or w.dtype != x.dtype:
-        raise ValueError(f"{op}: x and w must share a float32/float64 dtype, "
-                         f"got x {x.dtype} {x.shape}, w {w.dtype} {w.shape}")
+    check_float(op, **(dict(x=x, w=w) if b is None else dict(x=x, w=w, b=b)))
+    check_rank(op, "x", x, 4, "4-D (N, C_in, H, W)")
+    check_rank(op, "w", w, 4, "4-D (C_out, C_in, K, K)")
     if w.shape[1] != x.shape[1]:
         raise ValueError(f"{op}: channel mismatch, x {x.shape} has C_in={x.shape[1]}, "
                          f"w {w.shape} expects C_in={w.shape[1]}")
@@ -165,10 +161,8 @@ def _check(x, w, b, stride):
         raise ValueError(f"{op}: kernel must be square and odd, got w {w.shape}")
     if min(x.shape) < 1 or min(w.shape) < 1:
         raise ValueError(f"{op}: empty tensor, x {x.shape}, w {w.shape}")
-    if b is not None and (not isinstance(b, np.ndarray) or b.shape != (w.shape[0],)
-                          or b.dtype != x.dtype):
-        raise ValueError(f"{op}: bias must be ({w.shape[0]},) {x.dtype}, got "
-                         f"{getattr(b, 'dtype', type(b).__name__)} {np.shape(b)}")
+    if b is not None and b.shape != (w.shape[0],):
+        raise ValueError(f"{op}: bias must be ({w.shape[0]},) for w {w.shape}, got {b.shape}")
     if stride not in (1, 2):
         raise ValueError(f"{op}: stride must be 1 or 2, got {stride!r}")
 
@@ -200,9 +194,9 @@ def conv2d_backward(dy, cache):
     x_buf, g, w, has_bias, stride = cache
     c_out, c_in, k, _ = w.shape
     expect = (g.n, c_out, (g.h - 1) // stride + 1, (g.w - 1) // stride + 1)
-    if not isinstance(dy, np.ndarray) or dy.shape != expect or dy.dtype != w.dtype:
-        raise ValueError(f"conv2d_backward: dy must be {expect} {w.dtype}, got "
-                         f"{getattr(dy, 'dtype', type(dy).__name__)} {np.shape(dy)}")
+    check_float("conv2d_backward", dy=dy, w=w)
+    if dy.shape != expect:
+        raise ValueError(f"conv2d_backward: dy must be {expect}, got {dy.shape}")
     if stride != 1:
         full = np.zeros((g.n, c_out, g.h, g.w), dtype=dy.dtype)
         full[:, :, ::stride, ::stride] = dy
