@@ -137,11 +137,12 @@ def _interval_scalar(interval, dtype, where):
 def scale(interval, spec):
     """I / n: the value of one code step (twice that on the dorefa grid).
 
-    interval: positive finite scalar or 1-element float array. Returns a 0-d array
+    interval: positive finite scalar or 1-element float array. Returns a NumPy scalar
     of the interval's dtype (float64 for a Python scalar).
     """
     n, _, _ = levels(spec)
-    dtype = interval.dtype if isinstance(interval, (np.ndarray, np.floating)) else np.dtype(np.float64)
+    own = isinstance(interval, (np.ndarray, np.floating))
+    dtype = interval.dtype if own else np.dtype(np.float64)
     value, _, _ = _interval_scalar(interval, dtype, "scale")
     return value / dtype.type(n)
 
