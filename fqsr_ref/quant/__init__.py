@@ -1,4 +1,4 @@
-"""quant: the learnable-interval quantizer (Eq. 3), DAIA (Eq. 4), SQCL (Eq. 8, 9), BN folding (Eq. 6).
+"""quant: the learnable-interval quantizer (Eq. 3), DAIA (Eq. 4), SQCL (Eq. 8, 9), BN fold (Eq. 6).
 
 Dependencies point one way: quant imports ops (the conv of the folded op), never models.
 """
