@@ -153,7 +153,8 @@ def read_image(path):
         if header is not None and header[2] == 16:
             img = _read_png16(data)
         else:
-            img = iio.imread(data, index=0, extension=os.path.splitext(path)[1] or None)
+            # Pillow decodes every format we list; other plugins only add noise
+            img = iio.imread(data, plugin="pillow", index=0)
     except Exception as e:  # decoders raise OSError, SyntaxError, zlib.error, ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"cannot read image {path}: {msg}") from None

@@ -374,4 +374,4 @@ def procedural_image(rng, size=(96, 96)):
     if rng.random() < BLUR_PROBABILITY:
         sigma = rng.uniform(*BLUR_SIGMA)
         img = gaussian_filter(img, sigma=(0, sigma, sigma), mode="reflect", truncate=3.0)
-    return float_to_uint8(np.moveaxis(img, 0, 2) * 255.0)
+    return np.ascontiguousarray(np.moveaxis(float_to_uint8(img * 255.0), 0, 2))
