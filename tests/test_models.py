@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fqsr_ref.models import Pass, init_model, preset, quantize_model, sr_backward, sr_forward
-from gradcheck import assert_grad
+from gradcheck import numeric_grad
 
 
 def tiny(arch="srresnet", scale=2, bits="32/32/32", **kw):
@@ -41,7 +41,12 @@ def model_gradcheck(cfg, params, state, x, training, **pass_kw):
     assert set(ps.grads) <= set(params)
     for key in sorted(params):
         analytic = ps.grads.get(key, np.zeros_like(params[key]))
-        assert_grad(f"{cfg.arch} {cfg.bits} {key}", analytic, loss, params[key], tol=1e-6, atol=1e-8)
+        numeric = numeric_grad(loss, params[key])
+        # Norm-wise relative error: a whole model's loss is a sum over many outputs,
+        # so the difference quotient carries ~1e-10 * |L| of rounding noise on every
+        # element; measured against the tensor's gradient norm that noise is < 1e-8.
+        err = np.linalg.norm(analytic - numeric) / max(np.linalg.norm(analytic), np.linalg.norm(numeric), 1e-12)
+        assert err < 1e-6, f"{cfg.arch} {cfg.bits} {key}: relative error {err:.2e}"
 
 
 @pytest.mark.parametrize("arch,scale", [("srresnet", 2), ("edsr", 3)])
@@ -53,19 +58,32 @@ def test_full_precision_gradients(arch, scale):
     model_gradcheck(cfg, params, state, x, training=True)
 
 
-@pytest.mark.parametrize("bits,branch_relu", [("4/4/8", True), ("6/8/8", False)])
-def test_quantized_gradients_through_ste(bits, branch_relu):
+# Eq. 7's ReLU sits on quantized values, and the narrow grid has 0 as a level, so
+# with the ReLU a finite difference straddles its kink wherever a code is 0; the
+# dorefa grid has no zero level, so the ReLU case is checked on it.
+@pytest.mark.parametrize("bits,branch_relu,grid", [("4/4/8", True, "dorefa"),
+                                                   ("6/8/8", False, "narrow")])
+def test_quantized_gradients_through_ste(bits, branch_relu, grid):
     """Quantized SRResNet with BN folded, SQCL on: the model chains the STE gradients
     (the quantizer is linearised at the base point, see linearized_quantize)."""
-    fp_cfg = tiny("srresnet", 2, branch_relu=branch_relu)
+    fp_cfg = tiny("srresnet", 2, branch_relu=branch_relu, grid=grid)
     params, state = init_model(fp_cfg, np.random.default_rng(0))
     cfg = fp_cfg.with_bits(bits)
     params, state = quantize_model(params, state, cfg)
-    state = {k: (v + 0.5 if k.endswith("bn_var") else v) for k, v in state.items()}
+    # Non-trivial BN statistics and shifts: with beta = mean = 0 a conv channel whose
+    # weights all quantize to 0 outputs exactly 0, on PReLU's kink.
+    rng = np.random.default_rng(2)
+    for key in state:
+        if key.endswith("bn_var") or key.endswith("bn_mean"):
+            state[key] = state[key] + rng.random(state[key].shape) * 0.5
+    for key in params:
+        if key.endswith(".beta"):
+            params[key] = rng.standard_normal(params[key].shape) * 0.1
     x = np.random.default_rng(1).random((2, 3, 4, 3))
-    # One DAIA pass (warm-up l = 1) gives every interval its Eq. 4 start.
+    # One DAIA pass (warm-up l = 1) gives every interval its Eq. 4 start; shrunk by
+    # 0.9 so that no element sits exactly on a clip bound (a kink of Q).
     ps, _, _ = run_pass(cfg, params, state, x, training=True, warmup=1)
-    params = {**params, **{k: np.array(v) for k, v in ps.interval_init.items()}}
+    params = {**params, **{k: np.array(0.9 * v) for k, v in ps.interval_init.items()}}
     state = {**state, **ps.new_state}
     assert len(ps.interval_init) == sum(k.endswith(".interval") for k in params)
     model_gradcheck(cfg, params, state, x, training=True, warmup=1, alpha=0.3, linearize={})

@@ -108,8 +108,7 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
         # Quantized training folds BN into the conv with frozen statistics (Eq. 6),
         # so the weight that is quantized is the weight that is deployed.
         w, b, fold_cache = fold_forward(p[n + ".w"], None, p[n + ".gamma"], p[n + ".beta"],
-                                        ps.state[n + ".bn_mean"], ps.state[n + ".bn_var"],
-                                        ps.bn_eps)
+                                        *bn_stats(ps, n, p[n + ".w"].dtype), ps.bn_eps)
     else:
         w, b = p[n + ".w"], p.get(n + ".b")
     w = w.astype(x.dtype, copy=False)
@@ -121,7 +120,7 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
     if spec.bn and not ps.fold_bn:
         y, bn_cache, mean, var = batchnorm_forward(
             y, p[n + ".gamma"].astype(y.dtype), p[n + ".beta"].astype(y.dtype),
-            ps.state[n + ".bn_mean"], ps.state[n + ".bn_var"], ps.training, eps=ps.bn_eps)
+            *bn_stats(ps, n, y.dtype), ps.training, eps=ps.bn_eps)
         if ps.training:
             ps.new_state[n + ".bn_mean"] = mean
             ps.new_state[n + ".bn_var"] = var
@@ -147,6 +146,12 @@ def fold_offsets(wq, b, in_offset, out_offset):
     if out_offset is not None:
         b = b + out_offset.astype(wq.dtype)
     return b
+
+
+def bn_stats(ps: Pass, name: str, dtype):
+    """The running mean and variance of a BN, in the dtype of the pass."""
+    return (ps.state[name + ".bn_mean"].astype(dtype, copy=False),
+            ps.state[name + ".bn_var"].astype(dtype, copy=False))
 
 
 def qconv_backward(ps: Pass, dy, cache: QConvCache):
