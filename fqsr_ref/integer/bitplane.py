@@ -68,12 +68,12 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     check_codes("pack_planes", codes, bits, signed)
     r, k = codes.shape
     n_words = -(-k // WORD_BITS)
-    pattern = codes.astype(np.int64) & ((1 << bits) - 1)
-    planes = np.zeros((bits, r, n_words * WORD_BITS), dtype=np.uint8)
+    # The same-width unsigned view of a signed code is its two's complement pattern.
+    pattern = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
+    packed = np.zeros((bits, r, 8 * n_words), dtype=np.uint8)     # little-endian bytes of the words
     for m in range(bits):
-        planes[m, :, :k] = (pattern >> m) & 1
-    packed = np.packbits(planes, axis=-1, bitorder="little")       # (bits, R, 8 * n_words) bytes
-    return packed.view("<u8").astype(np.uint64).reshape(bits, r, n_words)
+        packed[m, :, :-(-k // 8)] = np.packbits((pattern & (1 << m)) != 0, axis=-1, bitorder="little")
+    return packed.view("<u8").astype(np.uint64, copy=False).reshape(bits, r, n_words)
 
 
 @njit(parallel=True, cache=True)
