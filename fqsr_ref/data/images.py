@@ -153,8 +153,9 @@ def read_image(path):
         if header is not None and header[2] == 16:
             img = _read_png16(data)
         else:
-            # Pillow decodes every format we list; other plugins only add noise
-            img = iio.imread(data, plugin="pillow", index=0)
+            # Pillow decodes every format we list. Converting to "RGB" maps palette,
+            # 1-bit, grey and CMYK images to RGB and drops alpha without compositing.
+            img = iio.imread(data, plugin="pillow", index=0, mode="RGB")
     except Exception as e:  # decoders raise OSError, SyntaxError, zlib.error, ...
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ValueError(f"cannot read image {path}: {msg}") from None
@@ -165,9 +166,7 @@ def read_image(path):
         raise ValueError(f"cannot read image {path}: unexpected pixel array shape {img.shape}")
     # Grey(+alpha) keeps channel 0, colour(+alpha) keeps channels 0..2.
     img = img[:, :, :1] if img.shape[2] <= 2 else img[:, :, :3]
-    if img.dtype == np.bool_:
-        img = img.astype(np.uint8) * 255
-    elif img.dtype == np.uint16:
+    if img.dtype == np.uint16:
         img = _uint16_to_uint8(img)
     elif img.dtype != np.uint8:
         raise ValueError(f"cannot read image {path}: unsupported sample type {img.dtype}")
