@@ -150,6 +150,16 @@ def test_accumulator_bound_is_attained_and_int32_edge():
         assert out.dtype == np.int64 and out[0, 0, 1, 1] == 576 * (1 << 30) and out[0, 0, 0, 0] == 4 * 64 * (1 << 30)
 
 
+def test_codes_in_a_narrower_dtype_than_their_bits():
+    # 12-bit operands stored as int8 / uint8: planes 8..11 come from sign (or zero) extension.
+    rng = np.random.default_rng(5)
+    a = rng.integers(-128, 128, size=(3, 70)).astype(np.int8)
+    b = rng.integers(0, 256, size=(70, 2)).astype(np.uint8)
+    expected = a.astype(object) @ b.astype(object)
+    assert_same("bitplane_matmul", bitplane_matmul(a, 12, True, b, 12, False), expected)
+    assert_same("int_gemm", int_gemm(a, 12, True, b, 12, False), expected)
+
+
 def test_pack_planes_layout():
     codes = np.zeros((1, 65), dtype=np.int8)
     codes[0, 0], codes[0, 3], codes[0, 64] = 1, -2, -1     # 2-bit two's complement: 01, 10, 11

@@ -68,7 +68,9 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     check_codes("pack_planes", codes, bits, signed)
     r, k = codes.shape
     n_words = -(-k // WORD_BITS)
-    # The same-width unsigned view of a signed code is its two's complement pattern.
+    if 8 * codes.dtype.itemsize < bits:      # e.g. 12-bit codes held in int8: sign-extend first
+        codes = codes.astype(np.int32)
+    # The unsigned view of a signed code at least `bits` wide holds its two's complement pattern.
     pattern = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
     packed = np.zeros((bits, r, 8 * n_words), dtype=np.uint8)     # little-endian bytes of the words
     for m in range(bits):
