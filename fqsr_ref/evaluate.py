@@ -81,6 +81,10 @@ def main(argv=None):
         if args.checkpoint is not None:
             from .models import load_upscaler  # the trainer's checkpoint format lives there
             sr_fn = load_upscaler(args.checkpoint)
+            model_scale = getattr(sr_fn, "scale", args.scale)
+            if model_scale != args.scale:
+                raise ValueError(f"checkpoint {args.checkpoint} is a x{model_scale} model, "
+                                 f"--scale is {args.scale}")
         rows, mean = metrics.evaluate_folder(sr_fn, hr_dir, args.scale,
                                              self_ensemble=args.self_ensemble,
                                              save_dir=args.save_images)

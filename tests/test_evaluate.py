@@ -34,7 +34,9 @@ def fake_models(monkeypatch):
         if not os.path.basename(path).startswith("good"):
             raise ValueError(f"checkpoint {path} is not a valid checkpoint")
         loaded.append(path)
-        return _nearest_upscaler(2)
+        fn = _nearest_upscaler(2)
+        fn.scale = 2  # the real load_upscaler says its model's scale
+        return fn
 
     monkeypatch.setitem(sys.modules, "fqsr_ref.models",
                         types.SimpleNamespace(load_upscaler=load_upscaler))
@@ -97,6 +99,7 @@ def _exit_code(argv):
     (["--bicubic", "--checkpoint", "good.npz", "--hr-dir", "HR", "--scale", "2"], "not allowed"),
     (["--bicubic", "--self-ensemble", "--hr-dir", "HR", "--scale", "2"], "applies to a model"),
     (["--checkpoint", "broken.npz", "--hr-dir", "HR", "--scale", "2"], "broken.npz is not a valid"),
+    (["--checkpoint", "good.npz", "--hr-dir", "HR", "--scale", "3"], "x2 model, --scale is 3"),
 ])
 def test_errors_are_one_line_exit_2(hr_dir, tmp_path, fake_models, capsys, argv, needle):
     (tmp_path / "empty").mkdir()
