@@ -181,8 +181,11 @@ def evaluate_folder(sr_fn, hr_dir, scale, self_ensemble=False, save_dir=None):
         else:
             sr = float_to_uint8(_sr_output_float(sr_fn(lr), hr.shape, f"evaluate_folder({path})"))
         stem = os.path.splitext(os.path.basename(path))[0]
-        rows.append(EvalRow(os.path.basename(path), *evaluate_pair(sr, hr, scale),
-                            *evaluate_pair(bicubic, hr, scale)))
+        try:
+            scores = evaluate_pair(sr, hr, scale) + evaluate_pair(bicubic, hr, scale)
+        except ValueError as e:  # e.g. an image too small for the SSIM window
+            raise ValueError(f"{path}: {e}") from None
+        rows.append(EvalRow(os.path.basename(path), *scores))
         if save_dir is not None:
             write_image(os.path.join(save_dir, f"{stem}_x{scale}_sr.png"), sr)
             write_image(os.path.join(save_dir, f"{stem}_x{scale}_compare.png"),

@@ -172,3 +172,9 @@ def test_evaluate_folder_model_and_saved_images(photo_folder, tmp_path):
     assert rows_e == rows_n  # nearest-neighbour is flip-equivariant
     with pytest.raises(ValueError, match="a.png.*shape"):
         evaluate_folder(lambda lr: lr, photo_folder, 2)
+
+
+def test_evaluate_folder_names_an_image_too_small(tmp_path):
+    write_image(tmp_path / "small.png", procedural_image(np.random.default_rng(5), (16, 16)))
+    with pytest.raises(ValueError, match="small.png.*11x11"):
+        evaluate_folder(None, tmp_path, 2)
