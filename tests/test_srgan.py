@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fqsr_ref.models import Pass, init_model, preset, quantize_model, sr_backward, sr_forward
-from fqsr_ref.models.discriminator import disc_backward, disc_forward, disc_init
+from fqsr_ref.models.discriminator import disc_backward, disc_convs, disc_forward, disc_init
 from fqsr_ref.models.srgan import srgan_step
 from fqsr_ref.ops import mse_backward, mse_forward
 from fqsr_ref.ops.adversarial import (bce_logits_backward, bce_logits_forward,
@@ -100,10 +100,11 @@ def test_global_avg_pool_value_and_gradient():
 
 def test_default_discriminator_is_srgans():
     """c = 64, 4 stages: 64, 64, 128, 128, 256, 256, 512, 512 channels, dense 1024,
-    strides 1, 2, 1, 2, ...; any patch size, logits (N,) in the input dtype."""
+    strides 1, 2, 1, 2, ...; logits (N,) in the input dtype."""
     params, state = disc_init(np.random.default_rng(0))
     widths = [params[f"disc.conv{k}.w"].shape[0] for k in range(8)]
     assert widths == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [c.stride for c in disc_convs(64, 4)] == [1, 2] * 4
     assert params["disc.fc1.w"].shape == (1024, 512) and params["disc.fc2.w"].shape == (1, 1024)
     assert all(k.startswith("disc.") for k in list(params) + list(state))
     assert "disc.conv0.b" in params and "disc.conv1.b" not in params
