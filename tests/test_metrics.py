@@ -175,6 +175,6 @@ def test_evaluate_folder_model_and_saved_images(photo_folder, tmp_path):
 
 
 def test_evaluate_folder_names_an_image_too_small(tmp_path):
-    write_image(tmp_path / "small.png", procedural_image(np.random.default_rng(5), (16, 16)))
+    write_image(tmp_path / "small.png", procedural_image(np.random.default_rng(5), (14, 14)))
     with pytest.raises(ValueError, match="small.png.*11x11"):
         evaluate_folder(None, tmp_path, 2)
