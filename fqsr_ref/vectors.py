@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .integer.bitplane import bitplane_partials, plane_weights
 from .integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, Tensor, convert
 from .integer.requant import multiply_by_quantized_multiplier, rounding_right_shift
 from .integer.run import run_ops
@@ -94,7 +95,7 @@ def storage_dtype(qmin: int, qmax: int) -> np.dtype:
 
 
 def little_endian(arr: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return np.asarray(arr).astype(arr.dtype.newbyteorder("<"), order="C")   # keeps 0-d arrays 0-d
 
 
 def npy_bytes(arr: np.ndarray) -> bytes:
@@ -223,6 +224,20 @@ def calibrated_model(cfg: ModelConfig, rng: np.random.Generator, batch: np.ndarr
                                            f"intervals from one DAIA pass over {batch.shape[0]} images")
 
 
+def untrained_model(bits: str = "4/4/8", seed: int = 1) -> VectorModel:
+    """The tiny SRResNet x2 (16 channels, 2 blocks) of `bits`, untrained (init seed
+    `seed`), intervals from one DAIA pass over 4 procedural 32x32 images (seed 0).
+    This is how the bundled sets were first made (`--untrained`)."""
+    from .data.synthetic import procedural_image
+    from .models import preset
+    rng = np.random.default_rng(0)
+    batch = np.stack([procedural_image(rng, (32, 32)) for _ in range(4)]).transpose(0, 3, 1, 2) / 255.0
+    cfg = preset("srresnet", 2, bits, blocks=2, channels=16)
+    vm = calibrated_model(cfg, np.random.default_rng(seed), batch)
+    return vm._replace(source=f"untrained SRResNet x2, 16 channels, 2 blocks, {bits} (init seed {seed}); "
+                              "intervals from one DAIA pass (Eq. 4) over 4 procedural 32x32 images (seed 0)")
+
+
 def bundled_dir(bits: str = "4/4/8") -> Path:
     return REPO_VECTORS / f"srresnet_x2_{bits.replace('/', '-')}"
 
@@ -254,25 +269,6 @@ def unclamped(op, codes: dict, acc: np.ndarray | None) -> np.ndarray:
             b = np.maximum(b, 0)
         return rounding_right_shift(x * op.multiplier + b * op.branch_multiplier, 31 - op.shift)
     raise ValueError(f"vectors: op {op.name!r} of kind {op.kind!r} has no clamp")
-
-
-def bit_planes(codes: np.ndarray, bits: int) -> np.ndarray:
-    """(K,) integer codes -> (bits, K) int64: bit m of each code's bits-wide two's complement."""
-    u = codes.astype(np.int64) & ((1 << bits) - 1)
-    return (u[None, :] >> np.arange(bits, dtype=np.int64)[:, None]) & 1
-
-
-def popcount_partials(row: np.ndarray, col: np.ndarray, a_bits: int, b_bits: int) -> np.ndarray:
-    """P[m, p] = popcount(plane m of row AND plane p of col), (a_bits, b_bits) int64 (Eq. 2)."""
-    return bit_planes(row, a_bits) @ bit_planes(col, b_bits).T
-
-
-def plane_weights(bits: int, signed: bool) -> np.ndarray:
-    """2^m per plane; the top plane of a two's complement operand weighs -2^(M-1)."""
-    w = np.array([1 << m for m in range(bits)], dtype=np.int64)
-    if signed:
-        w[-1] = -w[-1]
-    return w
 
 
 def rebuild_accumulator(pop: np.ndarray, a_signed: bool, b_signed: bool, bias: int) -> int:
@@ -443,7 +439,7 @@ def plane_vectors(model: IntModel, op: ConvOp, x: np.ndarray, acc: np.ndarray,
     k = op.weight.shape[2]
     row = im2col_row(x, k, n, y, x0)
     col = np.ascontiguousarray(op.weight[o].reshape(-1))
-    pop = popcount_partials(row, col, xt.bits, op.w_bits).astype(np.int32)
+    pop = bitplane_partials(row, col, xt.bits, xt.signed, op.w_bits, True).astype(np.int32)
     value = int(acc[n, o, y, x0])
     if rebuild_accumulator(pop, xt.signed, True, int(op.bias[o])) != value:
         raise AssertionError(f"vectors: op {op.name}: bit-plane popcounts do not rebuild the accumulator")
@@ -665,6 +661,8 @@ def build_parser():
     p.add_argument("--out", help="vector directory to write (replaced atomically)")
     p.add_argument("--checkpoint", help="quantized checkpoint (.npz) to convert; default: the bundled model")
     p.add_argument("--model", help="take the integer model from this vector directory")
+    p.add_argument("--untrained", action="store_true",
+                   help="build the untrained tiny model of --bits (how the bundled sets were first made)")
     p.add_argument("--bits", default="4/4/8", choices=BUNDLED_BITS, help="which bundled model (default 4/4/8)")
     p.add_argument("--image", help=f"image for the natural stimulus (default: photos/{DEFAULT_PHOTO})")
     p.add_argument("--crop", default=None, help="ROW,COL of the natural crop (default: "
@@ -722,6 +720,8 @@ def run(args) -> int:
         raise ValueError(f"--size {args.size} and --stimulus-size {args.stimulus_size} must be >= 1")
     if args.checkpoint:
         vm = from_checkpoint(args.checkpoint)
+    elif args.untrained:
+        vm = untrained_model(args.bits)
     else:
         vm = read_model(args.model) if args.model else bundled_model(args.bits)
     image, origin = natural_image(args)
