@@ -63,10 +63,11 @@ def adam_step(params, grads, state, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         # bias corrections in float64 Python scalars; NumPy keeps the array dtype
         step_size = lr / (1 - beta1 ** t)
         root_bc2 = math.sqrt(1 - beta2 ** t)
-        new_params[key] = p - step_size * m / (np.sqrt(v) / root_bc2 + eps)
+        # np.asarray: arithmetic on a 0-d array (a quantizer interval) gives a scalar.
+        new_params[key] = np.asarray(p - step_size * m / (np.sqrt(v) / root_bc2 + eps))
         new_state[f"t/{key}"] = np.array(t, dtype=np.int64)
-        new_state[f"m/{key}"] = m
-        new_state[f"v/{key}"] = v
+        new_state[f"m/{key}"] = np.asarray(m)
+        new_state[f"v/{key}"] = np.asarray(v)
     return new_params, new_state
 
 

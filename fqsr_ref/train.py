@@ -20,7 +20,11 @@ import time
 import numpy as np
 
 from .checkpoint import load_checkpoint
-from .data import FolderSource, ProceduralSource, list_images, photos_dir
+from .data import photos_dir
+from .data.dataset import FolderSource, ProceduralSource
+from .data.images import list_images, modcrop, read_image, write_image
+from .data.resize import bicubic_downscale, bicubic_upscale
+from .metrics import evaluate_folder, side_by_side
 from .models import parse_bits, preset, quantize_model, upscale
 from .models.config import ARCHS, SCALES
 from .trainer import StageOptions, TrainingDiverged, format_duration, train_stage
@@ -28,7 +32,7 @@ from .trainer import StageOptions, TrainingDiverged, format_duration, train_stag
 # --tiny: a small fully quantized SRResNet x2 that trains on procedural images
 # in about two minutes on a 2-core CPU and beats bicubic on real photographs.
 TINY = dict(arch="srresnet", scale=2, bits="8/8/8", blocks=2, channels=16,
-            fp_steps=1500, steps=500, batch=16, patch=24, out="runs/tiny")
+            fp_steps=1500, steps=500, out="runs/tiny")
 
 
 def build_parser():
@@ -38,7 +42,7 @@ def build_parser():
                    help="small SRResNet x2 8/8/8 on procedural images, about 2 minutes")
     p.add_argument("--arch", choices=ARCHS, default="srresnet")
     p.add_argument("--scale", type=int, choices=SCALES, default=2)
-    p.add_argument("--bits", default="32/32/32", help="wt/fm/sc, e.g. 4/4/8; 32/32/32 = full precision")
+    p.add_argument("--bits", help="wt/fm/sc, e.g. 4/4/8; 32/32/32 = full precision (the default; --tiny: 8/8/8)")
     p.add_argument("--grid", choices=("narrow", "dorefa"), default="narrow",
                    help="signed quantization grid (narrow: zero exact, fits M-bit two's complement)")
     p.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the arch's)")
@@ -63,19 +67,16 @@ def build_parser():
 
 
 def resolve(args):
-    """Apply --tiny defaults where the user gave no value."""
+    """Fill in defaults; --tiny sets whatever the user did not."""
+    defaults = dict(TINY) if args.tiny else dict(blocks=None, channels=None, fp_steps=1000,
+                                                 steps=1000, out=f"runs/{args.arch}_x{args.scale}")
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.tiny:
-        for key, value in TINY.items():
-            if key in ("arch", "scale", "bits"):
-                continue
-            if getattr(args, key, None) in (None, 16 if key == "batch" else None, 24 if key == "patch" else None):
-                setattr(args, key, value)
         args.arch, args.scale = TINY["arch"], TINY["scale"]
-        if args.bits == "32/32/32":
-            args.bits = TINY["bits"]
-    args.fp_steps = 1000 if args.fp_steps is None else args.fp_steps
-    args.steps = 1000 if args.steps is None else args.steps
-    args.out = args.out or f"runs/{args.arch}_x{args.scale}"
+        args.bits = args.bits or TINY["bits"]
+    args.bits = args.bits or "32/32/32"
     return args
 
 
@@ -86,7 +87,7 @@ def stage_options(args, steps, stage):
 
 
 def run(args) -> int:
-    wt_fm_sc = parse_bits(args.bits)
+    parse_bits(args.bits)
     fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels,
                     branch_relu=not args.no_branch_relu, grid=args.grid)
     q_cfg = fp_cfg.with_bits(args.bits)
@@ -118,26 +119,20 @@ def run(args) -> int:
 
 def report(models, val_dir, scale, out_dir):
     """Score each model and bicubic on the validation images; save a crop PNG."""
-    from .metrics import evaluate_folder
-    from .data.images import read_image, write_image, modcrop
-    from .data.resize import bicubic_downscale, bicubic_upscale
-
-    bicubic = evaluate_folder(None, val_dir, scale)
-    print(f"\nvalidation on {val_dir} (Y channel, {scale}-pixel border cropped):")
-    print(f"{'model':<24} {'PSNR':>8} {'SSIM':>7}  {'vs bicubic':>10}")
-    print(f"{'bicubic':<24} {bicubic.mean_psnr:8.3f} {bicubic.mean_ssim:7.4f}")
-    for name, ckpt in models:
-        res = evaluate_folder(lambda lr: upscale(ckpt.config, ckpt.params, ckpt.state, lr), val_dir, scale)
-        print(f"{name:<24} {res.mean_psnr:8.3f} {res.mean_ssim:7.4f}  {res.mean_psnr - bicubic.mean_psnr:+9.3f} dB")
+    print(f"\nvalidation on {val_dir} (PSNR/SSIM on Y, {scale}-pixel border cropped):")
+    print(f"{'model':<24} {'PSNR':>8} {'SSIM':>7} {'vs bicubic':>11}")
+    for i, (name, ckpt) in enumerate(models):
+        _, mean = evaluate_folder(lambda lr: upscale(ckpt.config, ckpt.params, ckpt.state, lr),
+                                  val_dir, scale)
+        if i == 0:
+            print(f"{'bicubic':<24} {mean.bicubic_psnr:8.3f} {mean.bicubic_ssim:7.4f}")
+        print(f"{name:<24} {mean.psnr:8.3f} {mean.ssim:7.4f} {mean.psnr - mean.bicubic_psnr:+8.3f} dB")
     name, ckpt = models[-1]
-    hr = modcrop(read_image(list_images(val_dir)[0]), scale)
-    crop = hr[: 96 * scale // 2 * 2, : 96 * scale // 2 * 2]
-    crop = modcrop(crop, scale)
-    lr = bicubic_downscale(crop, scale)
+    hr = modcrop(read_image(list_images(val_dir)[0])[:96 * scale, :96 * scale], scale)
+    lr = bicubic_downscale(hr, scale)
     sr = upscale(ckpt.config, ckpt.params, ckpt.state, lr)
-    panel = np.concatenate([bicubic_upscale(lr, scale), sr, crop], axis=1)
     path = os.path.join(out_dir, "val_crop.png")
-    write_image(path, panel)
+    write_image(path, side_by_side([bicubic_upscale(lr, scale), sr, hr]))
     print(f"saved {path} (bicubic | {name} | HR)")
 
 

@@ -86,6 +86,8 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
         log(f"{opts.stage}: resuming {out_path} at step {start}/{opts.steps}")
     else:
         rng = np.random.default_rng(opts.seed)
+        # Training runs in float32; the master copy of every parameter is float32 too.
+        params = to_dtype(params, np.float32)
         adam = adam_init(params)
         start = 0
 
@@ -95,8 +97,7 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
         save_checkpoint(out_path, ckpt)
         return ckpt
 
-    # Training runs in float32; the master copy of every parameter is float32 too.
-    params, state, adam = to_dtype(params, np.float32), dict(state), dict(adam)
+    state, adam = dict(state), dict(adam)
     last = checkpoint(start) if start == 0 else None
     t0, last_report, done = time.perf_counter(), 0.0, 0
     for step in range(start, opts.steps):

@@ -5,6 +5,8 @@ A model is data: a ModelConfig, a dict of parameters and a dict of state.
 """
 import numpy as np
 
+from ..data.images import float_to_uint8
+
 from .config import ARCHS, ModelConfig, parse_bits, preset
 from .graph import Pass
 from .srnet import init_model, layer_specs, quantize_model, sr_backward, sr_forward
@@ -20,8 +22,7 @@ def upscale(cfg: ModelConfig, params: dict, state: dict, lr_uint8):
     params32 = {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
                 for k, v in params.items()}
     y, _ = sr_forward(Pass(params32, state, cfg), cfg, np.ascontiguousarray(x))
-    out = np.floor(y[0].transpose(1, 2, 0).astype(np.float64) * 255 + 0.5)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return float_to_uint8(y[0].transpose(1, 2, 0).astype(np.float64) * 255)
 
 
 def load_upscaler(path):

@@ -142,7 +142,7 @@ def quant_backward(ps: Pass, dqv, cache):
         dqv = dqv + dq_s
     dv, dinterval = quantize_backward(dqv, cache.qcache)
     if cache.learnable:
-        ps.add_grad(cache.site + ".interval", np.asarray(dinterval, dtype=np.float64).reshape(()))
+        ps.add_grad(cache.site + ".interval", np.asarray(dinterval).reshape(()))
     return dv + dv_sqcl
 
 
