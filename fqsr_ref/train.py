@@ -25,7 +25,8 @@ from .data.dataset import FolderSource, ProceduralSource
 from .data.images import list_images, modcrop, read_image, write_image
 from .data.resize import bicubic_downscale, bicubic_upscale
 from .metrics import evaluate_folder, side_by_side
-from .models import parse_bits, preset, quantize_model, upscale
+from .models import init_model, parse_bits, preset, quantize_model, upscale
+from .models.discriminator import disc_init
 from .models.config import ARCHS, SCALES
 from .trainer import StageOptions, TrainingDiverged, format_duration, train_stage
 
@@ -49,6 +50,8 @@ def build_parser():
     p.add_argument("--channels", type=int, default=None, help="feature channels (default 64)")
     p.add_argument("--no-branch-relu", action="store_true",
                    help="plain residual add y = Q(x) + Q(z) instead of Eq. 7's Q(x) + ReLU(Q(z))")
+    p.add_argument("--disc-channels", type=int, default=64, help="SRGAN discriminator base channels")
+    p.add_argument("--disc-stages", type=int, default=4, help="SRGAN discriminator stride-2 stages")
     p.add_argument("--train-dir", help="folder of HR training images (default: procedural images)")
     p.add_argument("--val-dir", help="folder of HR validation images (default: the bundled photographs)")
     p.add_argument("--init", help="full-precision checkpoint to fine-tune from (skips pretraining)")
@@ -101,8 +104,12 @@ def run(args) -> int:
     if args.init:
         fp = load_checkpoint(args.init)
     else:
-        from .models import init_model
         params, state = init_model(fp_cfg, np.random.default_rng(args.seed))
+        if fp_cfg.arch == "srgan":
+            # The discriminator trains beside the generator and lives in its checkpoint.
+            d_params, d_state = disc_init(np.random.default_rng(args.seed + 1),
+                                          args.disc_channels, args.disc_stages)
+            params, state = {**params, **d_params}, {**state, **d_state}
         fp = train_stage(fp_cfg, params, state, source,
                          stage_options(args, args.fp_steps if q_cfg.quantized else args.steps, "fp"),
                          os.path.join(args.out, "fp.npz"), resume=args.resume)

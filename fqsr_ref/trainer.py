@@ -21,6 +21,7 @@ import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .models import Pass, sr_backward, sr_forward
+from .models.srgan import srgan_step
 from .models.config import ModelConfig
 from .ops import l1_backward, l1_forward
 from .optim import adam_init, adam_step, cosine_lr
@@ -49,13 +50,25 @@ def to_dtype(arrays: dict, dtype) -> dict:
 
 
 def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageOptions):
-    """One forward and backward pass. Returns (pixel loss, sqcl loss, Pass)."""
-    ps = Pass(params, state, cfg, training=True, alpha=opts.alpha if cfg.quantized else 0.0,
-              warmup=opts.warmup)
+    """One forward and backward pass.
+
+    Returns (losses, grads, new_state, interval_init): losses a dict of floats
+    ("total" first), grads keyed like params, the state entries that changed, and
+    the intervals whose DAIA warm-up ended in this step.
+    """
+    alpha = opts.alpha if cfg.quantized else 0.0
+    if cfg.arch == "srgan":
+        losses, grads, new_state, interval_init = srgan_step(
+            cfg, params, state, lr_batch, hr_batch, alpha, opts.warmup)
+        return ({"total": losses["generator"], "pixel": losses["pixel"],
+                 "adversarial": losses["adversarial"], "sqcl": losses["sqcl"],
+                 "discriminator": losses["discriminator"]}, grads, new_state, interval_init)
+    ps = Pass(params, state, cfg, training=True, alpha=alpha, warmup=opts.warmup)
     sr, cache = sr_forward(ps, cfg, lr_batch)
     pixel, lcache = l1_forward(sr, hr_batch)
     sr_backward(ps, l1_backward(lcache), cache)
-    return float(pixel), ps.sqcl, ps
+    losses = {"total": float(pixel) + ps.sqcl, "pixel": float(pixel), "sqcl": ps.sqcl}
+    return losses, ps.grads, ps.new_state, ps.interval_init
 
 
 def format_duration(seconds: float) -> str:
@@ -102,17 +115,18 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     t0, last_report, done = time.perf_counter(), 0.0, 0
     for step in range(start, opts.steps):
         lr_batch, hr_batch = source.sample(rng, opts.batch, opts.patch, cfg.scale)
-        pixel, sqcl, ps = train_step(cfg, params, state, lr_batch, hr_batch, opts)
-        bad = [k for k, g in ps.grads.items() if not np.all(np.isfinite(g))]
-        if not math.isfinite(pixel + sqcl) or bad:
-            what = f"gradient of {bad[0]}" if bad else f"loss {pixel + sqcl}"
+        losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,
+                                                             hr_batch, opts)
+        bad = [k for k, g in grads.items() if not np.all(np.isfinite(g))]
+        if not math.isfinite(losses["total"]) or bad:
+            what = f"gradient of {bad[0]}" if bad else f"loss {losses['total']}"
             raise TrainingDiverged(
                 f"{opts.stage}: training diverged at step {step + 1} ({what} is not finite); "
                 f"the last good checkpoint is {out_path}; try a lower --lr")
         lr_now = cosine_lr(step, opts.steps, opts.lr)
-        params, adam = adam_step(params, ps.grads, adam, lr_now)
-        state.update(ps.new_state)
-        for key, value in ps.interval_init.items():
+        params, adam = adam_step(params, grads, adam, lr_now)
+        state.update(new_state)
+        for key, value in interval_init.items():
             params[key] = np.asarray(value, dtype=np.float32)
         done += 1
 
@@ -121,9 +135,9 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
             last_report = now
             rate = done / max(now, 1e-9)
             left = (opts.steps - step - 1) / max(rate, 1e-9)
-            log(f"{opts.stage} step {step + 1}/{opts.steps}  loss {pixel + sqcl:.5f} "
-                f"(pixel {pixel:.5f} + sqcl {sqcl:.5f})  lr {lr_now:.2e}  "
-                f"{rate:.1f} steps/s  left {format_duration(left)}")
+            parts = " ".join(f"{k} {v:.5f}" for k, v in losses.items() if k != "total")
+            log(f"{opts.stage} step {step + 1}/{opts.steps}  loss {losses['total']:.5f} ({parts})  "
+                f"lr {lr_now:.2e}  {rate:.2f} steps/s  left {format_duration(left)}")
         if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
             last = checkpoint(step + 1)
         if stop_after is not None and done >= stop_after:
