@@ -40,6 +40,7 @@ from ._checks import check_float, check_rank
 # Below this many channels a side is stacked (one GEMM) instead of shifted
 # (K*K GEMMs); measured with tools/bench_conv.py.
 SMALL_CHANNELS = 8
+PLANS = ("shift", "stack_in", "stack_out")
 
 
 class Grid(NamedTuple):
@@ -106,16 +107,32 @@ def _stack(buf, g, c, shifts):
     return out
 
 
+def _plan(c_in, c_out, k):
+    """Which product to use for a correlation from c_in to c_out channels.
+
+    "stack_in": stack the K*K shifted views of the input (few input channels);
+    "stack_out": one GEMM for all taps, then K*K shifted adds (few output
+    channels); "shift": K*K accumulating GEMMs on shifted views. All three give
+    the same result for any shape; the choice is only about speed.
+    """
+    if k > 1 and c_in < SMALL_CHANNELS:
+        return "stack_in"
+    if k > 1 and c_out < SMALL_CHANNELS:
+        return "stack_out"
+    return "shift"
+
+
 def _correlate(buf, g, w):
     """Stride-1 correlation on the grid: (C_out, R); column j holds output (n, h, w)."""
     c_out, c_in, k, _ = w.shape
     offsets = _offsets(g, k)
     taps = w.transpose(2, 3, 0, 1).reshape(k * k, c_out, c_in)
-    if c_in < SMALL_CHANNELS and k > 1:
+    plan = _plan(c_in, c_out, k)
+    if plan == "stack_in":
         # inner size c_in*K*K instead of c_in: one GEMM over stacked views
         stacked = _stack(buf, g, c_in, offsets)
         return np.matmul(taps.transpose(1, 0, 2).reshape(c_out, -1), stacked)
-    if c_out < SMALL_CHANNELS and k > 1:
+    if plan == "stack_out":
         # all taps' partial products in one GEMM, then K*K shifted adds of c_out
         # rows; partial is zero on junk columns (x is), so reads that spill into
         # the neighbouring block or the guard only ever meet zeros or junk
@@ -205,11 +222,12 @@ def conv2d_backward(dy, cache):
     # the shifted views pair with it contribute nothing to dw
     dy_buf = _to_grid(dy, g)
     offsets = _offsets(g, k)
-    if c_in < SMALL_CHANNELS and k > 1:
+    plan = _plan(c_in, c_out, k)
+    if plan == "stack_in":
         stacked = _stack(x_buf, g, c_in, offsets)
         dw = np.matmul(_view(dy_buf, g, c_out, 0), stacked.T)
         dw = dw.reshape(c_out, k, k, c_in).transpose(0, 3, 1, 2)
-    elif c_out < SMALL_CHANNELS and k > 1:
+    elif plan == "stack_out":
         # dw_o = sum_j dy[:, j] x[:, j + o]^T = sum_j dy[:, j - o] x[:, j]^T:
         # stack the few shifted dy rows instead of the many x rows
         stacked = _stack(dy_buf, g, c_out, [-o for o in offsets])
