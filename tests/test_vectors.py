@@ -117,10 +117,9 @@ def test_manifest_describes_every_op_and_tensor():
     for rel, rec in m["files"].items():
         assert not rel.startswith("/") and ".." not in rel.split("/")
         assert (vec_dir / rel).stat().st_size == rec["bytes"]
-    # the all-255 image drives the 8 -> 4 bit input requantization into saturation
-    sat = m["stimuli"]["white"]["saturation"]["head.in"]
-    assert sat["high"] == sat["of"] > 0
-    assert m["stimuli"]["zeros"]["saturation"]["head.in"]["high"] == 0
+    # the all-255 stimulus is there to drive layers inside the network into saturation
+    sat = m["stimuli"]["white"]["saturation"]
+    assert any(s["high"] + s["low"] for op, s in sat.items() if op != "tail")
 
 
 @pytest.mark.parametrize("vec_dir", BUNDLED, ids=[d.name for d in BUNDLED])
