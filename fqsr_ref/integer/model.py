@@ -23,11 +23,12 @@ from typing import NamedTuple
 import numpy as np
 
 from ..models.config import ModelConfig
-from ..models.graph import IMAGE, Fmt, Pass
-from ..models.layers import out_format, reads_requantized
+from ..models.graph import IMAGE, Fmt, Pass, code_scale, quantize_bias
+from ..models.layers import bn_stats, out_format, reads_requantized
 from ..models.srnet import bits_of, layer_specs, mean_offset
-from ..quant import QuantSpec, fold_bn, quantize_forward, round_half_up
+from ..quant import QuantSpec, fold_bn, quantize_forward
 from ..quant.quantizer import levels
+DTYPE = np.float32
 from .requant import acc_bound, acc_dtype, code_dtype, quantize_multiplier
 
 
@@ -95,8 +96,8 @@ class IntModel(NamedTuple):
 
 def tensor_of(name: str, fmt: Fmt, interval: float) -> Tensor:
     spec = QuantSpec(fmt.bits, fmt.signed)
-    n, qmin, qmax = levels(spec)
-    return Tensor(name, fmt.bits, fmt.signed, float(interval) / n, qmin, qmax)
+    _, qmin, qmax = levels(spec)
+    return Tensor(name, fmt.bits, fmt.signed, code_scale(interval, spec), qmin, qmax)
 
 
 def signed_multiplier(real: float):
@@ -117,12 +118,12 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
     if cfg.grid != "narrow":
         raise ValueError("integer conversion: only the narrow signed grid is supported "
                          f"(model grid {cfg.grid!r})")
-    p32 = {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
+    p32 = {k: np.asarray(v, DTYPE) if np.asarray(v).dtype.kind == "f" else v
            for k, v in params.items()}
     ps = Pass(p32, state, cfg)   # used only to read the weight spec; nothing runs
     bits, L = bits_of(cfg), layer_specs(cfg)
     tensors, ops = {}, []
-    m = mean_offset(cfg, np.float32)
+    m = mean_offset(cfg, DTYPE)
 
     def interval(site):
         return float(p32[site + ".interval"])
@@ -141,17 +142,17 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         w, b = p32[n + ".w"], p32.get(n + ".b")
         if spec.bn:
             w, b = fold_bn(w, b, p32[n + ".gamma"], p32[n + ".beta"],
-                           state[n + ".bn_mean"], state[n + ".bn_var"], cfg.bn_eps)
+                           *bn_stats(ps, n, DTYPE), cfg.bn_eps)
         w_spec = ps.spec(Fmt(bits["wt"], True))
         wq, w_codes, _ = quantize_forward(w, p32[n + ".w.interval"], w_spec)
-        s_w = interval(n + ".w") / levels(w_spec)[0]
-        b = np.zeros(spec.cout, np.float32) if b is None else b
+        s_w = code_scale(interval(n + ".w"), w_spec)
+        b = np.zeros(spec.cout, DTYPE) if b is None else b
         if in_offset is not None:
             b = b - np.einsum("oikl,i->o", wq, in_offset)
         if out_offset is not None:
             b = b + out_offset
         s_acc = x.scale * s_w
-        bias = round_half_up(b.astype(np.float64) / s_acc).astype(np.int64)
+        _, bias = quantize_bias(b, s_acc)   # the same integer the float model trains with
         out_fmt = out_format(spec, bits) if spec.out_bits else IMAGE
         y = add_tensor(tensor_of("image.out" if spec.out_bits is None else n + ".out", out_fmt,
                                  1.0 if spec.out_bits is None else interval(n + ".out")))

@@ -18,17 +18,19 @@ import numpy as np
 
 from ..quant import (QuantSpec, daia_active, daia_init, daia_interval, daia_observe,
                      quantize_backward, quantize_forward, sqcl_backward, sqcl_forward)
-from ..quant.quantizer import ste_grads
+from ..quant import round_half_up
+from ..quant.quantizer import levels, ste_grads
 
 
 class Fmt(NamedTuple):
     """The format of a tensor flowing through the graph: its bits and signedness
-    (bits = 32: not quantized)."""
+    (bits = 32: not quantized) and the quantizer site whose interval sets its scale."""
     bits: int
     signed: bool
+    site: str = ""
 
 
-IMAGE = Fmt(8, False)  # the image enters and leaves as 8-bit codes, interval 1
+IMAGE = Fmt(8, False, "image.in")  # the image enters and leaves as 8-bit codes, interval 1
 FLOAT = Fmt(32, True)
 
 
@@ -144,6 +146,34 @@ def quant_backward(ps: Pass, dqv, cache):
     if cache.learnable:
         ps.add_grad(cache.site + ".interval", np.asarray(dinterval).reshape(()))
     return dv + dv_sqcl
+
+
+def code_scale(interval: float, spec: QuantSpec) -> float:
+    """Value of one code unit, I / n (float64); on the dorefa grid values are odd multiples."""
+    return float(interval) / levels(spec)[0]
+
+
+def site_scale(ps: Pass, fmt: Fmt):
+    """Scale (I / n) of the codes a tensor of format fmt carries, or None when it
+    carries none: full precision, or its site is still in DAIA warm-up."""
+    if fmt.bits == 32:
+        return None
+    if fmt.site == "image.in":
+        return code_scale(1.0, ps.spec(fmt))
+    if ps.training and daia_active({"count": ps.state[fmt.site + ".daia_count"],
+                                    "max_sum": ps.state[fmt.site + ".daia_max_sum"]}, ps.warmup):
+        return None
+    return code_scale(ps.params[fmt.site + ".interval"].reshape(()), ps.spec(fmt))
+
+
+def quantize_bias(b, acc_scale: float):
+    """Bias on the accumulator grid (the integer model adds round_half_up(b / s_acc)).
+
+    Computed in float64 so the float model and the integer conversion pick the same
+    integer; the straight-through gradient passes db unchanged.
+    """
+    k = round_half_up(b.astype(np.float64) / acc_scale)
+    return (k * acc_scale).astype(b.dtype), k.astype(np.int64)
 
 
 def quant_sites_init(site: str, params: dict, state: dict):

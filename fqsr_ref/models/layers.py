@@ -15,7 +15,8 @@ import numpy as np
 from ..ops import (batchnorm_backward, batchnorm_forward, conv2d_backward, conv2d_forward,
                    prelu_backward, prelu_forward, relu_backward, relu_forward)
 from ..quant import fold_backward, fold_forward
-from .graph import Fmt, Pass, quant_backward, quant_forward, quant_sites_init
+from .graph import (Fmt, Pass, quant_backward, quant_forward, quant_sites_init, quantize_bias,
+                    site_scale)
 
 
 class ConvSpec(NamedTuple):
@@ -83,7 +84,7 @@ def out_format(spec: ConvSpec, bits: dict) -> Fmt:
     """Format of a conv's output tensor: ReLU outputs are unsigned."""
     if spec.out_bits is None:
         return Fmt(32, True)
-    return Fmt(bits[spec.out_bits], spec.act != "relu")
+    return Fmt(bits[spec.out_bits], spec.act != "relu", spec.name + ".out")
 
 
 def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset=None,
@@ -101,7 +102,8 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
     p, n = ps.params, spec.name
     in_cache = None
     if reads_requantized(x_fmt, bits):
-        x, in_cache = quant_forward(ps, n + ".in", x, Fmt(bits["fm"], x_fmt.signed))
+        x_fmt = Fmt(bits["fm"], x_fmt.signed, n + ".in")
+        x, in_cache = quant_forward(ps, n + ".in", x, x_fmt)
 
     fold_cache = bn_cache = None
     if spec.bn and ps.fold_bn:
@@ -113,8 +115,17 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
         w, b = p[n + ".w"], p.get(n + ".b")
     w = w.astype(x.dtype, copy=False)
     b = None if b is None else b.astype(x.dtype, copy=False)
-    wq, w_cache = quant_forward(ps, n + ".w", w, Fmt(bits["wt"], True))
+    w_fmt = Fmt(bits["wt"], True, n + ".w")
+    wq, w_cache = quant_forward(ps, n + ".w", w, w_fmt)
     b = fold_offsets(wq, b, in_offset, out_offset)
+    s_x, s_w = site_scale(ps, x_fmt), site_scale(ps, w_fmt)
+    if b is not None and s_x is not None and s_w is not None:
+        # The deployed bias is an integer at the accumulator scale; train with it
+        # (straight through: db passes unchanged, no gradient to the intervals).
+        bq, _ = quantize_bias(b, s_x * s_w)
+        if ps.linearize is not None:   # gradient checks: freeze the rounding offset
+            bq = b + ps.linearize.setdefault(n + ".bias", bq - b)
+        b = bq
 
     y, conv_cache = conv2d_forward(x, wq, b)
     if spec.bn and not ps.fold_bn:
@@ -200,8 +211,12 @@ def qadd_forward(ps: Pass, site: str, skip, branch, relu: bool, res_scale: float
     if relu:
         branch, relu_cache = relu_forward(branch)
     y = skip + branch * branch.dtype.type(res_scale) if res_scale != 1.0 else skip + branch
-    y, out_cache = quant_forward(ps, site + ".out", y, Fmt(bits["sc"], True))
+    y, out_cache = quant_forward(ps, site + ".out", y, add_format(site, bits))
     return y, QAddCache(site, relu_cache, res_scale, out_cache)
+
+
+def add_format(site: str, bits: dict) -> Fmt:
+    return Fmt(bits["sc"], True, site + ".out")
 
 
 def qadd_backward(ps: Pass, dy, cache: QAddCache):

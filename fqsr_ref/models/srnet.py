@@ -23,8 +23,8 @@ import numpy as np
 
 from ..ops import pixel_shuffle_backward, pixel_shuffle_forward
 from .config import DIV2K_RGB_MEAN, ModelConfig
-from .graph import FLOAT, IMAGE, Fmt, Pass, quant_backward, quant_forward
-from .layers import (ConvSpec, conv_params_init, out_format, qadd_backward, qadd_forward,
+from .graph import FLOAT, IMAGE, Pass, quant_backward, quant_forward
+from .layers import (ConvSpec, add_format, conv_params_init, out_format, qadd_backward, qadd_forward,
                      qadd_params_init, qconv_backward, qconv_forward, quant_params_init)
 
 
@@ -58,13 +58,14 @@ def bits_of(cfg: ModelConfig) -> dict:
 def input_formats(cfg: ModelConfig):
     """(spec, format of the tensor it reads) for every conv, in execution order."""
     bits, L = bits_of(cfg), layer_specs(cfg)
-    skip = Fmt(cfg.sc, True)
     image = IMAGE if cfg.quantized else FLOAT
     order = [(L.head, image)]
-    for conv1, conv2 in L.blocks:
+    skip = out_format(L.head, bits)
+    for i, (conv1, conv2) in enumerate(L.blocks):
         order += [(conv1, skip), (conv2, out_format(conv1, bits))]
+        skip = add_format(f"blocks.{i}.add", bits)
     order.append((L.trunk, skip))
-    fmt = skip
+    fmt = add_format("long_add", bits)
     for spec in L.up:
         order.append((spec, fmt))
         fmt = out_format(spec, bits)
@@ -119,20 +120,20 @@ def sr_forward(ps: Pass, cfg: ModelConfig, x):
     bits, L = bits_of(cfg), layer_specs(cfg)
     m = mean_offset(cfg, x.dtype)
     image = IMAGE if cfg.quantized else FLOAT
-    skip = Fmt(cfg.sc, True)
 
     x, c_in = quant_forward(ps, "image.in", x, image, learnable=False)
     h, c_head = qconv_forward(ps, L.head, x, image, bits, in_offset=m)
-    s, c_blocks = h, []
+    s, s_fmt, c_blocks = h, out_format(L.head, bits), []
     for i, (conv1, conv2) in enumerate(L.blocks):
-        t, c1 = qconv_forward(ps, conv1, s, skip, bits)
+        t, c1 = qconv_forward(ps, conv1, s, s_fmt, bits)
         z, c2 = qconv_forward(ps, conv2, t, out_format(conv1, bits), bits)
         s, ca = qadd_forward(ps, f"blocks.{i}.add", s, z, cfg.branch_relu, cfg.res_scale, bits)
+        s_fmt = add_format(f"blocks.{i}.add", bits)
         c_blocks.append((c1, c2, ca))
-    z, c_trunk = qconv_forward(ps, L.trunk, s, skip, bits)
+    z, c_trunk = qconv_forward(ps, L.trunk, s, s_fmt, bits)
     u, c_long = qadd_forward(ps, "long_add", h, z, False, 1.0, bits)
 
-    fmt, c_up = skip, []
+    fmt, c_up = add_format("long_add", bits), []
     for spec, r in zip(L.up, cfg.upsample_factors):
         u, cu = qconv_forward(ps, spec, u, fmt, bits)
         u, cs = pixel_shuffle_forward(u, r)   # moves codes, never changes them
