@@ -1,6 +1,7 @@
 """Golden test vectors: every tensor of an integer-only model, written for ports.
 
-    python -m fqsr_ref.vectors --out DIR [--checkpoint CKPT | --model VECDIR] [--image IMG]
+    python -m fqsr_ref.vectors --out DIR [--checkpoint CKPT | --model VECDIR | --untrained]
+                               [--bits 4/4/8] [--image IMG] [--size 16]
     python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR]
     python -m fqsr_ref.vectors --check VECDIR
 
@@ -182,17 +183,12 @@ def default_stimuli(image=None, size: int = 16, stimulus_size: int = 8,
 # Models
 # ---------------------------------------------------------------------------
 
-def as_float32(d: dict) -> dict:
-    return {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v for k, v in d.items()}
-
-
 def from_params(cfg: ModelConfig, params: dict, state: dict, source: str) -> VectorModel:
     """Convert a quantized float model to a VectorModel (integer/model.py `convert`)."""
-    params, state = as_float32(params), as_float32(state)
     # IntModel does not keep s_w; it is interval / n, n = 2^(wt-1) - 1, as in convert.
     n = (1 << (cfg.wt - 1)) - 1
     model = convert(cfg, params, state)
-    scales = {op.name: float(params[op.name + ".w.interval"]) / n
+    scales = {op.name: float(np.asarray(params[op.name + ".w.interval"])) / n
               for op in model.ops if isinstance(op, ConvOp)}
     return VectorModel(model, scales, source)
 
@@ -205,12 +201,13 @@ def from_checkpoint(path) -> VectorModel:
                        f"checkpoint {Path(path).name} (sha256 {digest})")
 
 
-def calibrated_model(cfg: ModelConfig, rng: np.random.Generator, batch: np.ndarray) -> VectorModel:
-    """An untrained model of cfg whose intervals come from one DAIA pass (Eq. 4).
+def calibrated_params(cfg: ModelConfig, rng: np.random.Generator, batch: np.ndarray):
+    """(params, state) of an untrained quantized model of cfg whose intervals come
+    from one DAIA pass (Eq. 4) over batch: (N, 3, H, W) float64 images in [0, 1].
 
-    batch: (N, 3, H, W) float64 images in [0, 1]. Used for tests and to seed the
-    bundled sets before a trained checkpoint exists; it runs float convolutions,
-    so it is not bit-reproducible across BLAS builds (the stored sets are).
+    For tests and to seed the bundled sets before a trained checkpoint exists. It
+    runs float convolutions, so it is not bit-reproducible across BLAS builds (the
+    stored sets are).
     """
     from .models import Pass, init_model, quantize_model, sr_forward
     fp = dataclasses.replace(cfg, wt=32, fm=32, sc=32)
@@ -219,9 +216,14 @@ def calibrated_model(cfg: ModelConfig, rng: np.random.Generator, batch: np.ndarr
     ps = Pass(params, state, cfg, training=True, warmup=1)
     sr_forward(ps, cfg, batch)
     params = {**params, **{k: np.asarray(v) for k, v in ps.interval_init.items()}}
-    state = {**state, **ps.new_state}
-    return from_params(cfg, params, state, f"untrained {cfg.arch} x{cfg.scale} {cfg.bits}, "
-                                           f"intervals from one DAIA pass over {batch.shape[0]} images")
+    return params, {**state, **ps.new_state}
+
+
+def calibrated_model(cfg: ModelConfig, rng: np.random.Generator, batch: np.ndarray) -> VectorModel:
+    """The integer model of `calibrated_params`."""
+    return from_params(cfg, *calibrated_params(cfg, rng, batch),
+                       f"untrained {cfg.arch} x{cfg.scale} {cfg.bits}, "
+                       f"intervals from one DAIA pass over {batch.shape[0]} images")
 
 
 def untrained_model(bits: str = "4/4/8", seed: int = 1) -> VectorModel:
@@ -255,7 +257,7 @@ def bundled_model(bits: str = "4/4/8") -> VectorModel:
 
 def unclamped(op, codes: dict, acc: np.ndarray | None) -> np.ndarray:
     """The int64 values of an op's output before the saturating clamp (SPEC, integer)."""
-    x = codes[op.input].astype(np.int64)
+    x = None if isinstance(op, ConvOp) else codes[op.input].astype(np.int64)
     if isinstance(op, ConvOp):
         acc = acc.astype(np.int64)
         pos = multiply_by_quantized_multiplier(acc, op.multiplier, op.shift)
@@ -411,7 +413,10 @@ def stimulus_vectors(vm: VectorModel, tensors: dict, stim: Stimulus, b: Builder)
     out = run_ops(model, codes, "plain", record)
     shapes, saturation, planes = {}, {}, {}
     for name, arr in out.items():
-        arr = arr.astype(tensors[name]["dtype"], casting="unsafe")
+        stored = arr.astype(tensors[name]["dtype"])
+        if not np.array_equal(stored, arr):
+            raise AssertionError(f"vectors: {name} codes do not fit its storage dtype {stored.dtype}")
+        arr = stored
         b.add(f"{stim.name}/{name}", arr, stim.formats, name)
         shapes[name] = list(arr.shape)
     for op in model.ops:
@@ -554,6 +559,12 @@ def read_manifest(vec_dir, check_files: bool = True) -> dict:
     for key in ("model", "tensors", "ops", "stimuli", "files"):
         if key not in manifest:
             raise ValueError(f"vectors: {path}: no {key!r} entry")
+    names = list(manifest["stimuli"]) + [op.get(k, "") for op in manifest["ops"]
+                                         for k in ("name", "input", "output", "branch", "accumulator") if k in op]
+    bad = [n for n in names if not isinstance(n, str) or not NAME_RE.match(n)]
+    if bad:
+        raise ValueError(f"vectors: {path}: names {bad[:3]} are not plain file names; "
+                         "they would lead out of the directory")
     for rel, rec in sorted(manifest["files"].items()):
         full = safe_path(root, rel)
         if not check_files:
@@ -631,7 +642,7 @@ def read_model(vec_dir) -> VectorModel:
 def read_stimuli(vec_dir) -> list:
     """The stimuli of a vector directory: their stored input codes, text and formats."""
     root = Path(vec_dir)
-    m = read_manifest(root, check_files=False)
+    m = read_manifest(root)
     return [Stimulus(name, find_array(root, m, f"{name}/image.in"), e["description"], tuple(e["formats"]))
             for name, e in sorted(m["stimuli"].items())]
 

@@ -10,9 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fqsr_ref import vectors as V
+from fqsr_ref.checkpoint import Checkpoint, save_checkpoint
 from fqsr_ref.data import photos_dir
 from fqsr_ref.data.images import read_image
 from fqsr_ref.integer.run import run_ops
+from fqsr_ref.models import preset
 from fqsr_ref.verify import parse_hex
 
 BUNDLED = [V.bundled_dir(bits) for bits in V.BUNDLED_BITS]
@@ -255,3 +257,19 @@ def test_cli_writes_checks_and_rejects(tmp_path, capsys):
     assert err.startswith("error: formats") and err.count("\n") == 1
     assert V.main(["--out", str(tmp_path / "w"), "--checkpoint", str(tmp_path / "none.npz")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_converts_a_checkpoint(tmp_path, capsys):
+    cfg = preset("edsr", 3, "4/4/8", blocks=1, channels=4)
+    params, state = V.calibrated_params(cfg, np.random.default_rng(3), np.random.default_rng(4).random((2, 3, 6, 6)))
+    ckpt = tmp_path / "quant.npz"
+    save_checkpoint(ckpt, Checkpoint(cfg, params, state, {}, {}))
+    out = tmp_path / "v"
+    assert V.main(["--checkpoint", str(ckpt), "--out", str(out), "--size", "7", "--stimulus-size", "4"]) == 0
+    assert "edsr x3 4/4/8" in capsys.readouterr().out
+    m = V.read_manifest(out)
+    assert m["model"]["source"].startswith("checkpoint quant.npz (sha256 ")
+    assert m["model"]["config"]["arch"] == "edsr" and m["stimuli"]["natural"]["shapes"]["image.out"] == [1, 3, 21, 21]
+    assert V.compare_tree(out, V.regenerate(out)) == []
+    vm = V.read_model(out)
+    assert vm.weight_scales["head"] == pytest.approx(float(params["head.w.interval"]) / 7)

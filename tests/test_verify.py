@@ -149,6 +149,7 @@ def rename_entry(m, old, new):
     ("symlink", "resolves outside"),
     ("manifest_json", "cannot read"),
     ("schema", "schema_version"),
+    ("stimulus_name", "not plain file names"),
 ])
 def test_unusable_golden_dir_exits_2(golden, tmp_path, capsys, damage, message):
     port = perfect_port(golden, tmp_path / "port")
@@ -174,8 +175,10 @@ def test_unusable_golden_dir_exits_2(golden, tmp_path, capsys, damage, message):
         os.symlink(outside, target)
     elif damage == "manifest_json":
         (golden / "manifest.json").write_text('{"schema_version": 1,')
-    else:
+    elif damage == "schema":
         edit_manifest(golden, lambda m: m.update(schema_version=99))
+    else:
+        edit_manifest(golden, lambda m: m["stimuli"].update({"../../tmp": m["stimuli"]["white"]}))
     code, out, err = run(golden, port, capsys)
     assert code == EXIT_UNUSABLE and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
