@@ -28,7 +28,7 @@ from ..models.layers import bn_stats, out_format, reads_requantized
 from ..models.srnet import bits_of, layer_specs, mean_offset
 from ..quant import QuantSpec, fold_bn, quantize_forward
 from ..quant.quantizer import levels
-DTYPE = np.float32
+DTYPE = np.float64  # conversion arithmetic: see SPEC "integer graph"
 from .requant import acc_bound, acc_dtype, code_dtype, quantize_multiplier
 
 
