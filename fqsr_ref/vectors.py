@@ -42,6 +42,8 @@ from .integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, Tensor
 from .integer.requant import multiply_by_quantized_multiplier, rounding_right_shift
 from .integer.run import run_ops
 from .models.config import ModelConfig
+from .models.graph import code_scale
+from .quant import QuantSpec
 
 SCHEMA_VERSION = 1
 FORMATS = ("npy", "bin", "hex")
@@ -185,10 +187,10 @@ def default_stimuli(image=None, size: int = 16, stimulus_size: int = 8,
 
 def from_params(cfg: ModelConfig, params: dict, state: dict, source: str) -> VectorModel:
     """Convert a quantized float model to a VectorModel (integer/model.py `convert`)."""
-    # IntModel does not keep s_w; it is interval / n, n = 2^(wt-1) - 1, as in convert.
-    n = (1 << (cfg.wt - 1)) - 1
+    # IntModel does not keep s_w; convert derives it with code_scale, and so do we.
     model = convert(cfg, params, state)
-    scales = {op.name: float(np.asarray(params[op.name + ".w.interval"])) / n
+    spec = QuantSpec(cfg.wt, True)
+    scales = {op.name: code_scale(float(np.asarray(params[op.name + ".w.interval"])), spec)
               for op in model.ops if isinstance(op, ConvOp)}
     return VectorModel(model, scales, source)
 
