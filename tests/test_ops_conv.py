@@ -19,7 +19,8 @@ from fqsr_ref.ops import conv2d_backward, conv2d_forward, conv2d_reference
 
 @contextmanager
 def forced(plan):
-    with mock.patch.object(conv, "_plan", lambda c_in, c_out, k: plan):
+    with mock.patch.object(conv, "_plan", lambda c_in, c_out, k: plan), \
+            mock.patch.object(conv, "_weight_plan", lambda c_in, c_out, k: plan):
         yield
 
 
@@ -84,9 +85,9 @@ def test_gradients(plan, case):
             assert_grad("conv2d db", db, loss, b, h=0.5)
 
 
-@pytest.mark.parametrize("c_in,c_out,k", [(8, 8, 3), (3, 8, 9), (8, 3, 9), (12, 9, 1)])
+@pytest.mark.parametrize("c_in,c_out,k", [(8, 8, 3), (3, 8, 9), (8, 3, 9), (12, 9, 1), (20, 12, 3)])
 def test_default_plans_match_loop_twin(c_in, c_out, k):
-    """The size heuristic's own choices, on channel counts that reach each plan."""
+    """The size heuristics' own choices, on channel counts that reach each plan."""
     rng = np.random.default_rng(k + c_in)
     x = rng.standard_normal((2, c_in, 5, 4))
     w = rng.standard_normal((c_out, c_in, k, k))

@@ -6,8 +6,12 @@ For each case prints forward and backward milliseconds (medians), the achieved
 GFLOP/s (2*N*H*W*C_out*C_in*K*K flops per pass; backward counts 2 passes: dx
 and dw), the GFLOP/s of one float32 np.matmul (N*H*W x C_in*K*K) @
 (C_in*K*K x C_out) measured in the same run, and the ratio of forward+backward
-throughput to it. The issue's target is a ratio of 0.5 or more. Timings on a
-shared machine move between runs: compare only within one run.
+throughput to it. The issue's target is a ratio of 0.5 or more.
+
+Timings on a shared machine move between runs: compare only within one run
+(the three timings are interleaved for that reason). OPENBLAS_NUM_THREADS=1 in
+the environment measures one core, which is steadier when other processes
+compete for the cores.
 """
 import argparse
 import os
@@ -20,14 +24,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from fqsr_ref.ops.conv import conv2d_backward, conv2d_forward  # noqa: E402
 
 
-def median_ms(fn, repeats):
-    fn()  # warm-up: first-touch page faults, BLAS thread start
-    times = []
+def medians_ms(fns, repeats):
+    """Median wall time of each callable; the calls are interleaved round by round
+    so that load from other processes falls on all of them alike."""
+    for fn in fns:
+        fn()  # warm-up: first-touch page faults, BLAS thread start
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+        for fn, t in zip(fns, times):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+    return [1e3 * float(np.median(t)) for t in times]
 
 
 def bench(n, c_in, c_out, size, k, repeats, rng):
@@ -38,11 +46,11 @@ def bench(n, c_in, c_out, size, k, repeats, rng):
     dy = rng.standard_normal(y.shape, dtype=np.float32)
     flops = 2.0 * n * size * size * c_out * c_in * k * k
 
-    fwd = median_ms(lambda: conv2d_forward(x, w, b), repeats)
-    bwd = median_ms(lambda: conv2d_backward(dy, cache), repeats)
     a = rng.standard_normal((n * size * size, c_in * k * k), dtype=np.float32)
     m = rng.standard_normal((c_in * k * k, c_out), dtype=np.float32)
-    gemm = median_ms(lambda: np.matmul(a, m), repeats)
+    fwd, bwd, gemm = medians_ms([lambda: conv2d_forward(x, w, b),
+                                 lambda: conv2d_backward(dy, cache),
+                                 lambda: np.matmul(a, m)], repeats)
 
     def gflops(ms, passes=1):
         return passes * flops / ms / 1e6

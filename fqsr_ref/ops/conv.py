@@ -21,7 +21,8 @@ The GEMMs accumulate in place through BLAS gemm with beta = 1.
 When one side has few channels (the 3-channel image side of the head and tail
 convs), K*K GEMMs with an inner size of 3 are memory bound, so that side is
 stacked instead: the K*K shifted views of a 3-channel grid are copied into one
-(K*K*3, R) matrix (3*K*K rows: cheap) and the convolution is a single GEMM.
+(K*K*3, R) matrix (3*K*K rows: cheap) and the convolution is a single GEMM
+(see _plan and _weight_plan for the rules).
 
 Backward: dw[:, :, kh, kw] = dy_grid @ x_grid[:, j + o].T, the same shifted
 views; dx is the stride-1 convolution of dy with the kernel flipped in both
@@ -37,9 +38,6 @@ from scipy.linalg import blas
 
 from ._checks import check_float, check_rank
 
-# Below this many channels a side is stacked (one GEMM) instead of shifted
-# (K*K GEMMs); measured with tools/bench_conv.py.
-SMALL_CHANNELS = 8
 PLANS = ("shift", "stack_in", "stack_out")
 
 
@@ -108,17 +106,31 @@ def _stack(buf, g, c, shifts):
 
 
 def _plan(c_in, c_out, k):
-    """Which product to use for a correlation from c_in to c_out channels.
+    """Which product computes a correlation from c_in to c_out channels.
 
-    "stack_in": stack the K*K shifted views of the input (few input channels);
-    "stack_out": one GEMM for all taps, then K*K shifted adds (few output
-    channels); "shift": K*K accumulating GEMMs on shifted views. All three give
-    the same result for any shape; the choice is only about speed.
+    "shift": K*K accumulating GEMMs on shifted views (no copy);
+    "stack_in": copy the K*K shifted views of the input under each other, then
+    one GEMM (few input channels: the copy is small, the GEMM's inner size
+    c_in*K*K instead of c_in);
+    "stack_out": one GEMM computes every tap's partial products, then K*K
+    shifted adds of c_out rows (few output channels).
+    All three give the same result on any shape; the choice is only speed. The
+    thresholds come from single-core timings of every plan on the SRResNet,
+    EDSR and tiny-model layer shapes (3/8/16/32/64 channels, K = 3, 5, 9).
     """
-    if k > 1 and c_in < SMALL_CHANNELS:
+    if k > 1 and c_in < 8 and c_in < c_out:
         return "stack_in"
-    if k > 1 and c_out < SMALL_CHANNELS:
+    if k > 1 and c_out <= 16 and c_out < c_in:
         return "stack_out"
+    return "shift"
+
+
+def _weight_plan(c_in, c_out, k):
+    """Which product computes dw: stack the K*K shifted views of the smaller side
+    when it has at most 16 channels (one GEMM with a K*K times larger output),
+    else K*K GEMMs on shifted views. Same measurements as _plan."""
+    if k > 1 and min(c_in, c_out) <= 16 and c_in != c_out:
+        return "stack_in" if c_in < c_out else "stack_out"
     return "shift"
 
 
@@ -222,7 +234,7 @@ def conv2d_backward(dy, cache):
     # the shifted views pair with it contribute nothing to dw
     dy_buf = _to_grid(dy, g)
     offsets = _offsets(g, k)
-    plan = _plan(c_in, c_out, k)
+    plan = _weight_plan(c_in, c_out, k)
     if plan == "stack_in":
         stacked = _stack(x_buf, g, c_in, offsets)
         dw = np.matmul(_view(dy_buf, g, c_out, 0), stacked.T)
