@@ -31,7 +31,7 @@ from .requant import acc_bound, acc_dtype, check_codes, code_range
 WORD_BITS = 64
 # Below this many output columns the column-vectorised kernel wastes its SIMD
 # lanes; the word-innermost kernel is then faster (tools/bench_bitplane.py).
-WIDE_MIN_COLUMNS = 16
+WIDE_MIN_COLUMNS = 8
 
 
 @intrinsic
@@ -71,7 +71,8 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     if 8 * codes.dtype.itemsize < bits:      # e.g. 12-bit codes held in int8: sign-extend first
         codes = codes.astype(np.int32)
     # The unsigned view of a signed code at least `bits` wide holds its two's complement pattern.
-    pattern = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
+    # Contiguous rows first: a transposed NHWC view would make packbits stride across memory.
+    pattern = np.ascontiguousarray(codes).view(np.dtype(f"u{codes.dtype.itemsize}"))
     packed = np.zeros((bits, r, 8 * n_words), dtype=np.uint8)     # little-endian bytes of the words
     for m in range(bits):
         packed[m, :, :-(-k // 8)] = np.packbits((pattern & (1 << m)) != 0, axis=-1, bitorder="little")
