@@ -59,6 +59,7 @@ class ConvCache(NamedTuple):
     w: np.ndarray       # (C_out, C_in, K, K)
     has_bias: bool
     stride: int
+    x_stack: object     # (K*K*C_in, R) stacked views of x when both passes use them, else None
 
 
 def _geometry(n, h, w, k):
@@ -134,7 +135,7 @@ def _weight_plan(c_in, c_out, k):
     return "shift"
 
 
-def _correlate(buf, g, w):
+def _correlate(buf, g, w, stacked=None):
     """Stride-1 correlation on the grid: (C_out, R); column j holds output (n, h, w)."""
     c_out, c_in, k, _ = w.shape
     offsets = _offsets(g, k)
@@ -142,7 +143,8 @@ def _correlate(buf, g, w):
     plan = _plan(c_in, c_out, k)
     if plan == "stack_in":
         # inner size c_in*K*K instead of c_in: one GEMM over stacked views
-        stacked = _stack(buf, g, c_in, offsets)
+        if stacked is None:
+            stacked = _stack(buf, g, c_in, offsets)
         return np.matmul(taps.transpose(1, 0, 2).reshape(c_out, -1), stacked)
     if plan == "stack_out":
         # all taps' partial products in one GEMM, then K*K shifted adds of c_out
@@ -209,8 +211,13 @@ def conv2d_forward(x, w, b=None, stride=1):
     _check(x, w, b, stride)
     g = _geometry(x.shape[0], x.shape[2], x.shape[3], w.shape[2])
     buf = _to_grid(x, g)
-    y = _from_grid(_correlate(buf, g, w), g, stride, b)
-    return y, ConvCache(buf, g, w, b is not None, stride)
+    c_out, c_in, k, _ = w.shape
+    stacked = None
+    if _plan(c_in, c_out, k) == _weight_plan(c_in, c_out, k) == "stack_in":
+        # the head conv (3 input channels): dw needs the same stacked views
+        stacked = _stack(buf, g, c_in, _offsets(g, k))
+    y = _from_grid(_correlate(buf, g, w, stacked), g, stride, b)
+    return y, ConvCache(buf, g, w, b is not None, stride, stacked)
 
 
 def conv2d_backward(dy, cache):
@@ -220,7 +227,7 @@ def conv2d_backward(dy, cache):
     Returns dx (N, C_in, H, W), dw (C_out, C_in, K, K), db (C_out,) or None when
     the forward had no bias.
     """
-    x_buf, g, w, has_bias, stride = cache
+    x_buf, g, w, has_bias, stride, x_stack = cache
     c_out, c_in, k, _ = w.shape
     expect = (g.n, c_out, (g.h - 1) // stride + 1, (g.w - 1) // stride + 1)
     check_float("conv2d_backward", dy=dy, w=w)
@@ -236,7 +243,7 @@ def conv2d_backward(dy, cache):
     offsets = _offsets(g, k)
     plan = _weight_plan(c_in, c_out, k)
     if plan == "stack_in":
-        stacked = _stack(x_buf, g, c_in, offsets)
+        stacked = _stack(x_buf, g, c_in, offsets) if x_stack is None else x_stack
         dw = np.matmul(_view(dy_buf, g, c_out, 0), stacked.T)
         dw = dw.reshape(c_out, k, k, c_in).transpose(0, 3, 1, 2)
     elif plan == "stack_out":
