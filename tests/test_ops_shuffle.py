@@ -27,11 +27,17 @@ def test_shuffle_matches_index_formula(shape, dtype):
                                                        out_y // r, out_x // r]
 
 
+def depth_input(shape, seed):
+    """A float64 (N, C*r*r, H, W) input for the drawn shape, and its generator."""
+    n, c, h, w, r = shape
+    rng = np.random.default_rng(seed)
+    return rng, rng.standard_normal((n, c * r * r, h, w))
+
+
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1))
 def test_unshuffle_inverts_shuffle(shape, seed):
     n, c, h, w, r = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c * r * r, h, w))
+    rng, x = depth_input(shape, seed)
     y, _ = pixel_shuffle_forward(x, r)
     np.testing.assert_array_equal(pixel_unshuffle(y, r), x)
     z = rng.standard_normal((n, c, h * r, w * r))
@@ -41,9 +47,8 @@ def test_unshuffle_inverts_shuffle(shape, seed):
 @settings(max_examples=15)
 @given(shape=shapes, seed=st.integers(0, 2**32 - 1))
 def test_gradient(shape, seed):
-    n, c, h, w, r = shape
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c * r * r, h, w))
+    r = shape[-1]
+    rng, x = depth_input(shape, seed)
     y, cache = pixel_shuffle_forward(x, r)
     dout = rng.standard_normal(y.shape)
     dx = pixel_shuffle_backward(dout, cache)
