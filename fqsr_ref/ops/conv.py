@@ -6,17 +6,19 @@ H_out = (H + 2p - K) // stride + 1 (= H for stride 1, ceil(H / 2) for stride 2).
 Float32 or float64; the output keeps the input dtype.
 
 How it is fast ("shifted GEMM"). The input is copied once into a channel-major,
-zero-padded grid: a flat buffer that holds, per channel, the N padded images
-(Hp = H + 2p, Wp = W + 2p) one after another, so one channel is a row of
-R = N * Hp * Wp numbers. Output pixel (n, h, w) sits on the same grid at column
-j = n*Hp*Wp + h*Wp + w, and tap (kh, kw) of its receptive field is column
-j + kh*Wp + kw. So for each tap o = kh*Wp + kw the whole convolution is one GEMM
+zero-padded grid: a flat buffer in which one channel is a row of
+R = N * Hq * Wq numbers, Hq = H + p, Wq = W + p, pixel (n, h, w) at column
+j = n*Hq*Wq + h*Wq + w. The p zero columns after each row and the p zero rows
+after each image are the right/bottom padding of one row/image and the
+left/top padding of the next. Output (n, h, w) sits at the same column j, and
+tap (kh, kw) of its receptive field at column j + o, o = (kh-p)*Wq + (kw-p).
+So for each tap the whole convolution is one GEMM
     out[:, j] += w[:, :, kh, kw] @ grid[:, j + o]      for every column j,
 where grid[:, j + o] is the flat buffer read from offset o: a contiguous
-(C_in, R) matrix, no copy. Columns where the taps wrap into the next image,
-row or channel are junk and are never read back (only h < H, w < W are); the
-buffer has zero guards at both ends so every shifted view stays in bounds.
-The GEMMs accumulate in place through BLAS gemm with beta = 1.
+(C_in, R) matrix, no copy. Columns on the padding are junk and are never read
+back; valid outputs only ever read valid pixels or zeros; the buffer has s =
+p*Wq + p zeros at each end so every shifted view stays in bounds. The GEMMs
+accumulate in place through BLAS gemm with beta = 1.
 
 When one side has few channels (the 3-channel image side of the head and tail
 convs), K*K GEMMs with an inner size of 3 are memory bound, so that side is
@@ -24,12 +26,14 @@ stacked instead: the K*K shifted views of a 3-channel grid are copied into one
 (K*K*3, R) matrix (3*K*K rows: cheap) and the convolution is a single GEMM
 (see _plan and _weight_plan for the rules).
 
-Backward: dw[:, :, kh, kw] = dy_grid @ x_grid[:, j + o].T, the same shifted
-views; dx is the stride-1 convolution of dy with the kernel flipped in both
-spatial axes and its channel axes swapped (same padding p), so it reuses the
-forward. Stride 2 computes the stride-1 result and keeps every second row and
-column (dy is spread on the stride-1 grid with zeros between): four times the
-work, kept simple because only the small SRGAN discriminator uses it.
+Backward: dy is put on the same grid (zero on the padding), dw[:, :, kh, kw] =
+dy_grid @ x_grid[:, j + o].T on the same shifted views, and dx is the stride-1
+correlation of dy with the kernel flipped in both spatial axes and its channel
+axes swapped, which reuses the forward.
+
+Stride 2 computes the stride-1 result and keeps every second row and column
+(backward: dy is spread on the stride-1 grid with zeros between): four times
+the work, kept simple because only the small SRGAN discriminator uses it.
 """
 from typing import NamedTuple
 
