@@ -68,6 +68,7 @@ def test_values_and_derivative_at_zero():
     dy = np.ones_like(x)
     y, cache = relu_forward(x)
     np.testing.assert_array_equal(y, [[0.0, 0.0, 3.0]])
+    assert not np.signbit(y).any()  # +0, not -0, for negative inputs
     np.testing.assert_array_equal(relu_backward(dy, cache), [[0.0, 0.0, 1.0]])
     y, cache = leaky_relu_forward(x, 0.2)
     np.testing.assert_array_equal(y, [[-0.4, 0.0, 3.0]])

@@ -26,8 +26,7 @@ class PReLUCache(NamedTuple):
 def _slope_forward(op, x, slope):
     check_float(op, x=x)
     positive = x > 0
-    y = np.where(positive, x, x * x.dtype.type(slope))
-    return y, MaskCache(positive, slope)
+    return np.where(positive, x, _scaled(x, slope)), MaskCache(positive, slope)
 
 
 def _slope_backward(op, dy, cache):
@@ -35,7 +34,12 @@ def _slope_backward(op, dy, cache):
     if dy.shape != cache.positive.shape:
         raise ValueError(f"{op}: dy {dy.shape} does not match the forward input "
                          f"{cache.positive.shape}")
-    return np.where(cache.positive, dy, dy * dy.dtype.type(cache.slope))
+    return np.where(cache.positive, dy, _scaled(dy, cache.slope))
+
+
+def _scaled(a, slope):
+    """slope * a in a's dtype; a true +0 for slope 0 (0 * -x would be -0.0)."""
+    return a * a.dtype.type(slope) if slope else np.zeros_like(a)
 
 
 def relu_forward(x):
