@@ -42,7 +42,7 @@ def save_checkpoint(path, ckpt: Checkpoint):
             arrays[f"{section}/{name}"] = np.asarray(value)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".npz", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -53,6 +53,19 @@ def save_checkpoint(path, ckpt: Checkpoint):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def temporary_prefix(path) -> str:
+    return "." + os.path.basename(path) + ".tmp-"
+
+
+def remove_stale_temporaries(path):
+    """Delete the temporary files a killed writer of `path` left behind."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            if name.startswith(temporary_prefix(path)):
+                os.unlink(os.path.join(directory, name))
 
 
 def load_checkpoint(path) -> Checkpoint:

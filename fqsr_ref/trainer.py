@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import Checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
 from .models import Pass, sr_backward, sr_forward
 from .models.srgan import srgan_step
 from .models.config import ModelConfig
@@ -86,6 +86,7 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     stop_after: stop (as if killed) after this many steps; for tests.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    remove_stale_temporaries(out_path)
     if resume and os.path.exists(out_path):
         ckpt = load_checkpoint(out_path)
         if ckpt.config != cfg or ckpt.meta.get("options", {}).get("stage") != opts.stage:

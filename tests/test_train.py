@@ -1,0 +1,122 @@
+"""The trainer: resume after a kill gives the same result, divergence stops cleanly,
+bad options are one-line errors; the --tiny quality targets (slow)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from fqsr_ref.checkpoint import load_checkpoint
+from fqsr_ref.data.dataset import ProceduralSource
+from fqsr_ref.models import init_model, preset, quantize_model
+from fqsr_ref.train import main as train_main
+from fqsr_ref.trainer import StageOptions, train_stage
+
+MICRO = ["--blocks", "1", "--channels", "4", "--batch", "2", "--patch", "8",
+         "--warmup-iters", "2", "--val-dir", None]
+
+
+def micro_args(out, *extra, val_dir):
+    args = [a if a is not None else val_dir for a in MICRO]
+    return ["--arch", "srresnet", "--bits", "8/8/8", "--out", str(out), *args, *extra]
+
+
+def assert_same_checkpoint(a, b):
+    assert a.meta["step"] == b.meta["step"]
+    assert a.meta["rng"] == b.meta["rng"]
+    for section in ("params", "state", "adam"):
+        da, db = getattr(a, section), getattr(b, section)
+        assert sorted(da) == sorted(db), section
+        for key in da:
+            assert np.array_equal(da[key], db[key]), f"{section} {key} differs after resume"
+
+
+@pytest.fixture
+def val_dir(tmp_path):
+    from fqsr_ref.data import photos_dir
+    from fqsr_ref.data.images import list_images, read_image, write_image
+    d = tmp_path / "val"
+    d.mkdir()
+    write_image(str(d / "crop.png"), read_image(list_images(photos_dir())[0])[:24, :24])
+    return str(d)
+
+
+def test_resume_after_interruption_is_exact(tmp_path):
+    """Stop a quantized stage after 3 of 7 steps (the state a kill leaves: the last
+    checkpoint), resume it, and compare with an uninterrupted run bit for bit."""
+    cfg = preset("srresnet", 2, "32/32/32", blocks=1, channels=4).with_bits("4/4/8")
+    params, state = quantize_model(*init_model(cfg.with_bits("32/32/32"), np.random.default_rng(0)), cfg)
+    opts = StageOptions(steps=7, batch=2, patch=8, warmup=2, checkpoint_every=1, stage="quant")
+    quiet = dict(log=lambda line: None)
+    full = train_stage(cfg, params, state, ProceduralSource(), opts, str(tmp_path / "a.npz"), **quiet)
+    train_stage(cfg, params, state, ProceduralSource(), opts, str(tmp_path / "b.npz"), stop_after=3, **quiet)
+    assert load_checkpoint(str(tmp_path / "b.npz")).meta["step"] == 3
+    resumed = train_stage(cfg, params, state, ProceduralSource(), opts, str(tmp_path / "b.npz"),
+                          resume=True, **quiet)
+    assert_same_checkpoint(full, resumed)
+
+
+def test_kill_and_resume_from_the_command_line(tmp_path, val_dir):
+    """SIGKILL a real training process once its quantized stage has checkpointed,
+    then --resume: the final checkpoints equal those of an uninterrupted run."""
+    steps = ["--fp-steps", "3", "--steps", "40", "--checkpoint-every", "1"]
+    assert train_main(micro_args(tmp_path / "full", *steps, val_dir=val_dir)) == 0
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "fqsr_ref.train", *micro_args(out, *steps, val_dir=val_dir)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "quant.npz").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    interrupted_at = load_checkpoint(str(out / "quant.npz")).meta["step"]
+    assert train_main(micro_args(out, *steps, "--resume", val_dir=val_dir)) == 0
+    for name in ("fp.npz", "quant.npz"):
+        assert_same_checkpoint(load_checkpoint(str(tmp_path / "full" / name)),
+                               load_checkpoint(str(out / name)))
+    assert not [f for f in os.listdir(out) if ".tmp-" in f]   # a killed write leaves none behind
+    print(f"killed at quantized step {interrupted_at} of 40")
+
+
+def test_divergence_stops_and_keeps_the_last_checkpoint(tmp_path, val_dir, capsys):
+    code = train_main(micro_args(tmp_path, "--bits", "32/32/32", "--steps", "5", "--lr", "1e30",
+                                 val_dir=val_dir))
+    err = capsys.readouterr().err
+    assert code == 1 and "diverged" in err and "Traceback" not in err
+    ckpt = load_checkpoint(str(tmp_path / "fp.npz"))
+    assert all(np.all(np.isfinite(v)) for v in ckpt.params.values())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bits", "4/4"], "expected wt/fm/sc"),
+    (["--bits", "4/4/20"], "not in 1..16 or 32"),
+    (["--train-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+    (["--val-dir", "/nonexistent/val"], "/nonexistent/val"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
+    assert train_main(["--out", str(tmp_path), "--steps", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and message in err and err.count("\n") == 1
+
+
+def test_progress_line_and_outputs(tmp_path, val_dir, capsys):
+    assert train_main(micro_args(tmp_path, "--fp-steps", "2", "--steps", "25", val_dir=val_dir)) == 0
+    captured = capsys.readouterr()
+    assert "quant step 25/25" in captured.err and "steps/s" in captured.err and "left" in captured.err
+    assert "sqcl" in captured.err and "bicubic" in captured.out
+    assert (tmp_path / "val_crop.png").exists()
+
+
+@pytest.mark.slow
+def test_tiny_beats_bicubic_and_8bit_matches_full_precision(tmp_path, capsys):
+    """The README's main job. Slow: about two minutes on 2 cores."""
+    assert train_main(["--tiny", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: float(line.split()[-2]) for line in out.splitlines()
+            if line.startswith(("full", "quantized"))}
+    assert rows["quantized"] > 0, out            # dB over bicubic on unseen photographs
+    assert rows["full"] - rows["quantized"] < 0.3, out
