@@ -33,7 +33,7 @@ from .trainer import StageOptions, TrainingDiverged, format_duration, train_stag
 # --tiny: a small fully quantized SRResNet x2 that trains on procedural images
 # in about two minutes on a 2-core CPU and beats bicubic on real photographs.
 TINY = dict(arch="srresnet", scale=2, bits="8/8/8", blocks=2, channels=16,
-            fp_steps=1500, steps=500, out="runs/tiny")
+            fp_steps=3000, steps=600, patch=16, lr=3e-3, out="runs/tiny")
 
 
 def build_parser():
@@ -58,8 +58,10 @@ def build_parser():
     p.add_argument("--fp-steps", type=int, default=None, help="full-precision pretraining steps")
     p.add_argument("--steps", type=int, default=None, help="steps of the final (quantized) stage")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--patch", type=int, default=24, help="LR patch side (HR = patch x scale)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patch", type=int, default=None, help="LR patch side, HR = patch x scale (default 24)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
+    p.add_argument("--ft-lr", type=float, default=None,
+                   help="learning rate of quantized fine-tuning (default --lr / 3)")
     p.add_argument("--alpha", type=float, default=0.3, help="SQCL weight (Eq. 9)")
     p.add_argument("--warmup-iters", type=int, default=20, help="DAIA warm-up iterations (Eq. 4)")
     p.add_argument("--seed", type=int, default=0)
@@ -71,11 +73,12 @@ def build_parser():
 
 def resolve(args):
     """Fill in defaults; --tiny sets whatever the user did not."""
-    defaults = dict(TINY) if args.tiny else dict(blocks=None, channels=None, fp_steps=1000,
-                                                 steps=1000, out=f"runs/{args.arch}_x{args.scale}")
+    defaults = dict(TINY) if args.tiny else dict(fp_steps=1000, steps=1000, patch=24, lr=1e-3,
+                                                 out=f"runs/{args.arch}_x{args.scale}")
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    args.ft_lr = args.lr / 3 if args.ft_lr is None else args.ft_lr
     if args.tiny:
         args.arch, args.scale = TINY["arch"], TINY["scale"]
         args.bits = args.bits or TINY["bits"]
@@ -84,7 +87,8 @@ def resolve(args):
 
 
 def stage_options(args, steps, stage):
-    return StageOptions(steps=steps, batch=args.batch, patch=args.patch, lr=args.lr,
+    return StageOptions(steps=steps, batch=args.batch, patch=args.patch,
+                        lr=args.lr if stage == "fp" else args.ft_lr,
                         alpha=args.alpha, warmup=args.warmup_iters, seed=args.seed,
                         checkpoint_every=args.checkpoint_every, stage=stage)
 

@@ -116,8 +116,9 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     t0, last_report, done = time.perf_counter(), 0.0, 0
     for step in range(start, opts.steps):
         lr_batch, hr_batch = source.sample(rng, opts.batch, opts.patch, cfg.scale)
-        losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,
-                                                             hr_batch, opts)
+        with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below
+            losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,
+                                                                 hr_batch, opts)
         bad = [k for k, g in grads.items() if not np.all(np.isfinite(g))]
         if not math.isfinite(losses["total"]) or bad:
             what = f"gradient of {bad[0]}" if bad else f"loss {losses['total']}"

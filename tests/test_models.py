@@ -53,6 +53,7 @@ def model_gradcheck(cfg, params, state, x, training, **pass_kw):
 def test_full_precision_gradients(arch, scale):
     cfg = tiny(arch, scale)
     params, state = init_model(cfg, np.random.default_rng(0))
+    params = {k: (v + 1 if k.endswith("gamma") else v) for k, v in params.items()}
     x = np.random.default_rng(1).random((2, 3, 4, 3))
     # training=True: batch-norm uses batch statistics, which the check must differentiate.
     model_gradcheck(cfg, params, state, x, training=True)
@@ -79,6 +80,8 @@ def test_quantized_gradients_through_ste(bits, branch_relu, grid):
     for key in params:
         if key.endswith(".beta"):
             params[key] = rng.standard_normal(params[key].shape) * 0.1
+        if key.endswith(".gamma"):   # init_model starts branch-closing gammas at 0
+            params[key] = 1 + rng.standard_normal(params[key].shape) * 0.1
     x = np.random.default_rng(1).random((2, 3, 4, 3))
     # One DAIA pass (warm-up l = 1) gives every interval its Eq. 4 start; shrunk by
     # 0.9 so that no element sits exactly on a clip bound (a kink of Q).
@@ -120,6 +123,9 @@ def test_fold_matches_bn_eval():
             state[key] = rng.random(state[key].shape) + 0.5
         elif key.endswith("bn_mean"):
             state[key] = rng.standard_normal(state[key].shape) * 0.1
+    for key in params:
+        if key.endswith(".gamma"):
+            params[key] = 1 + rng.standard_normal(params[key].shape) * 0.1
     x = rng.random((2, 3, 5, 5))
     _, y_eval, _ = run_pass(cfg, params, state, x)
     folded = Pass(params, state, cfg)

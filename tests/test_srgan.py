@@ -198,6 +198,9 @@ def tiny_srgan(bits="32/32/32", dtype=np.float64):
     cfg = preset("srgan", 2, "32/32/32", blocks=1, channels=3)
     rng = np.random.default_rng(4)
     params, state = init_model(cfg, rng)
+    # init_model closes every residual branch with gamma = 0; open them, so that
+    # every generator weight has a gradient to check
+    params = {k: (v + 1 if k.endswith(".gamma") else v) for k, v in params.items()}
     if bits != "32/32/32":
         cfg = cfg.with_bits(bits)
         params, state = quantize_model(params, state, cfg)
