@@ -25,6 +25,7 @@ from .models.srgan import srgan_step
 from .models.config import ModelConfig
 from .ops import l1_backward, l1_forward
 from .optim import adam_init, adam_step, cosine_lr
+from .quant import DAIA_MIN_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,19 @@ def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageO
     return losses, ps.grads, ps.new_state, ps.interval_init
 
 
+STAGE_IDS = {"fp": 0, "quant": 1}
+
+
+def batch_for_step(source, opts: StageOptions, scale: int, step: int):
+    """The training batch of a step: a pure function of (seed, stage, step).
+
+    Every step draws from its own generator, so a resumed run needs no generator
+    state to see the same batches.
+    """
+    rng = np.random.default_rng([opts.seed, STAGE_IDS.get(opts.stage, 2), step])
+    return source.sample(rng, opts.batch, opts.patch, scale)
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -94,19 +108,17 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
                              f"({ckpt.config.bits} {ckpt.meta.get('options', {}).get('stage')}); "
                              f"cannot resume {cfg.bits} {opts.stage} from it")
         params, state, adam = ckpt.params, ckpt.state, ckpt.adam
-        rng = np.random.default_rng()
-        rng.bit_generator.state = ckpt.meta["rng"]
         start = int(ckpt.meta["step"])
         log(f"{opts.stage}: resuming {out_path} at step {start}/{opts.steps}")
     else:
-        rng = np.random.default_rng(opts.seed)
         # Training runs in float32; the master copy of every parameter is float32 too.
         params = to_dtype(params, np.float32)
         adam = adam_init(params)
         start = 0
 
     def checkpoint(step):
-        meta = {"step": step, "options": asdict(opts), "rng": rng.bit_generator.state}
+        # The batches are a function of (seed, stage, step): see batch_for_step.
+        meta = {"step": step, "options": asdict(opts)}
         ckpt = Checkpoint(cfg, params, state, adam, meta)
         save_checkpoint(out_path, ckpt)
         return ckpt
@@ -114,8 +126,9 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     state, adam = dict(state), dict(adam)
     last = checkpoint(start) if start == 0 else None
     t0, last_report, done = time.perf_counter(), 0.0, 0
+    interval_keys = [k for k in params if k.endswith(".interval")]
     for step in range(start, opts.steps):
-        lr_batch, hr_batch = source.sample(rng, opts.batch, opts.patch, cfg.scale)
+        lr_batch, hr_batch = batch_for_step(source, opts, cfg.scale, step)
         with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below
             losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,
                                                                  hr_batch, opts)
@@ -127,6 +140,10 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
                 f"the last good checkpoint is {out_path}; try a lower --lr")
         lr_now = cosine_lr(step, opts.steps, opts.lr)
         params, adam = adam_step(params, grads, adam, lr_now)
+        for key in interval_keys:
+            # Adam moves every parameter by about lr whatever its scale, so a small
+            # interval can step across zero; keep it on the positive side (Eq. 3).
+            params[key] = np.asarray(np.maximum(params[key], np.float32(DAIA_MIN_INTERVAL)))
         state.update(new_state)
         for key, value in interval_init.items():
             params[key] = np.asarray(value, dtype=np.float32)
