@@ -31,9 +31,10 @@ import sys
 from fractions import Fraction
 from typing import NamedTuple
 
+from .models.config import parse_bits
+
 ARCHS = ("srresnet", "srgan", "edsr", "fqsr_lite", "srresnet_wo_m")
 SCALES = (2, 3, 4)
-VALID_BITS = frozenset(range(1, 17)) | {32}
 DEFAULT_BLOCKS = {"srresnet": 16, "srgan": 16, "edsr": 16, "fqsr_lite": 10, "srresnet_wo_m": 0}
 DEFAULT_CHANNELS = 64
 DIV2K_HR_SIZE = (2040, 1356)  # (width, height) of the image Table 2 is computed on
@@ -141,21 +142,6 @@ class CostReport(NamedTuple):
     def share_er(self) -> float:
         """E and R together: the introduction's 15.6 %, 45.1 %, ..."""
         return self.share("ER")
-
-
-def parse_bits(text: str) -> tuple:
-    """'8/8/8' -> (8, 8, 8): wt/fm/sc, each in 1..16 or 32 (32 = full precision)."""
-    parts = str(text).split("/")
-    if len(parts) != 3:
-        raise ValueError(f"cost: bits {text!r}: expected wt/fm/sc, e.g. 8/8/8")
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        raise ValueError(f"cost: bits {text!r}: every part must be an integer") from None
-    for name, b in zip(("wt", "fm", "sc"), values):
-        if b not in VALID_BITS:
-            raise ValueError(f"cost: bits {text!r}: {name} = {b} not in 1..16 or 32")
-    return values
 
 
 def parse_size(text: str) -> tuple:
