@@ -42,28 +42,36 @@ CONFIGS = [("srresnet", 2, "8/8/8", {}), ("srresnet", 3, "4/4/8", {}),
                                       {"branch_relu": False})]
 
 
-@pytest.mark.parametrize("arch,scale,bits,kw", CONFIGS)
-def test_integer_codes_equal_float_codes(arch, scale, bits, kw):
-    cfg, params, state = calibrated(arch, scale, bits, **kw)
-    size = 64 if scale == 2 else 32
-    # The float model in float64, like the conversion: float32's rounding would flip
-    # a few near-tie codes (about 1 in 30000) and the flips cascade downstream.
-    x = image_batch(size).astype(np.float64)
-    params = {k: v.astype(np.float64) for k, v in params.items()}
+def code_differences(cfg, params, state, image):
+    """Per layer (site, elements differing, elements, largest difference) between the
+    integer model and the float model run in float64 like the conversion (float32's
+    rounding would flip a few near-tie codes, about 1 in 30000, and the flips
+    cascade downstream)."""
+    x = image.transpose(2, 0, 1)[None].astype(np.float64) / 255
+    params = {k: np.asarray(v).astype(np.float64) if np.asarray(v).dtype.kind == "f" else v
+              for k, v in params.items()}
     ps = Pass(params, state, cfg, record_codes=True)
     sr_forward(ps, cfg, x)
-    model = convert(cfg, params, state)
-    codes = run_ops(model, photo_crop(size).transpose(2, 0, 1)[None].copy())
+    codes = run_ops(convert(cfg, params, state), np.ascontiguousarray(image.transpose(2, 0, 1)[None]))
     report = []
     for site, float_codes in ps.codes.items():
-        if site.endswith(".w"):
-            continue
-        diff = np.abs(codes[site].astype(np.int64) - float_codes)
-        report.append((site, int(np.count_nonzero(diff)), diff.size, int(diff.max())))
+        if not site.endswith(".w"):
+            diff = np.abs(codes[site].astype(np.int64) - float_codes)
+            report.append((site, int(np.count_nonzero(diff)), diff.size, int(diff.max())))
     print("\n".join(f"{s:24} {d}/{n} differ, max {m}" for s, d, n, m in report))
+    return report
+
+
+def assert_codes_agree(report):
     for site, differ, total, worst in report:
         assert differ <= total * 0.001 and worst <= 1, (site, differ, total, worst)
     assert {s for s, *_ in report} >= {"head.out", "long_add.out", "image.out"}
+
+
+@pytest.mark.parametrize("arch,scale,bits,kw", CONFIGS)
+def test_integer_codes_equal_float_codes(arch, scale, bits, kw):
+    cfg, params, state = calibrated(arch, scale, bits, **kw)
+    assert_codes_agree(code_differences(cfg, params, state, photo_crop(64 if scale == 2 else 32)))
 
 
 def test_output_psnr_matches_float_model():

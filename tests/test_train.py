@@ -14,6 +14,7 @@ from fqsr_ref.data.dataset import ProceduralSource
 from fqsr_ref.models import init_model, preset, quantize_model
 from fqsr_ref.train import main as train_main
 from fqsr_ref.trainer import StageOptions, train_stage
+from test_integer_model import assert_codes_agree, code_differences, photo_crop
 
 MICRO = ["--blocks", "1", "--channels", "4", "--batch", "2", "--patch", "8",
          "--warmup-iters", "2", "--val-dir", None]
@@ -121,3 +122,6 @@ def test_tiny_beats_bicubic_and_8bit_matches_full_precision(tmp_path, capsys):
             if line.startswith(("full", "quantized"))}
     assert rows["quantized"] > 0, out            # dB over bicubic on unseen photographs
     assert rows["full"] - rows["quantized"] < 0.3, out
+    # The integer model of the trained tiny model, on a 64x64 photograph (issue 6).
+    ckpt = load_checkpoint(str(tmp_path / "quant.npz"))
+    assert_codes_agree(code_differences(ckpt.config, ckpt.params, ckpt.state, photo_crop(64)))
