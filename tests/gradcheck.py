@@ -39,6 +39,9 @@ def assert_grad(name, analytic, loss, x, tol=1e-6, h=1e-6, atol=1e-9):
     """
     numeric = numeric_grad(loss, x, h)
     assert analytic.shape == x.shape, f"{name}: gradient shape {analytic.shape} != {x.shape}"
+    # NaN would compare as "not >= tol" and pass: refuse it outright.
+    assert np.all(np.isfinite(numeric)) and np.all(np.isfinite(analytic)), \
+        f"{name}: non-finite gradient (step h = {h!r})"
     small = (np.abs(analytic) < atol) & (np.abs(numeric) < atol)
     err = rel_error(np.where(small, 0, analytic), np.where(small, 0, numeric))
     if err >= tol:
