@@ -221,18 +221,25 @@ def test_dorefa_padding_is_value_zero():
         assert (f(x, 2, False, w, 2, False, w_dorefa=True) == -12).all()
 
 
-def test_plain_engine_int64_path_matches_float64_path(monkeypatch):
+def test_plain_engine_int64_path_matches_float_path(monkeypatch):
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, size=(2, 5, 6, 7)).astype(np.int8)
     w = rng.integers(0, 16, size=(4, 5, 3, 3)).astype(np.int8)
     a, b = x.reshape(10, 42), w.reshape(4, 45).T[:42]
-    fast = int_conv2d(x, 8, True, w, 4, False, None, 2, w_dorefa=True), int_gemm(a, 8, True, b, 4, False)
+    def run():
+        return int_conv2d(x, 8, True, w, 4, False, None, 2, w_dorefa=True), int_gemm(a, 8, True, b, 4, False)
+    assert engine_plain.exact_dtype(1) == np.float32
+    fast = run()
+    monkeypatch.setattr(engine_plain, "F32_EXACT_LIMIT", 0)
+    assert engine_plain.exact_dtype(1) == np.float64
+    middle = run()
     monkeypatch.setattr(engine_plain, "F64_EXACT_LIMIT", 0)
     assert engine_plain.exact_dtype(1) == np.int64
-    slow = int_conv2d(x, 8, True, w, 4, False, None, 2, w_dorefa=True), int_gemm(a, 8, True, b, 4, False)
-    for f, s in zip(fast, slow):
+    slow = run()
+    for f, m, s in zip(fast, middle, slow):
         np.testing.assert_array_equal(f, s)
-        assert f.dtype == s.dtype
+        np.testing.assert_array_equal(m, s)
+        assert f.dtype == m.dtype == s.dtype
 
 
 # --- bad input -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Integer-only inference: arithmetic rules and the two exact engines.
 
 requant      code ranges, accumulator bounds, multipliers, requantization
-engine_plain exact GEMM / "same" conv on codes (float64 BLAS where provably exact)
+engine_plain exact GEMM / "same" conv on codes (float32/float64 BLAS where provably exact)
 bitplane     the same products as weighted popcounts of bit planes (Eq. 2, Numba)
 """
 from .bitplane import (bitplane_conv2d, bitplane_gemm, bitplane_gemm_reference, bitplane_matmul,

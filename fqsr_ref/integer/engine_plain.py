@@ -18,17 +18,20 @@ signed codes that is code 0; a dorefa tensor has no code for 0, so a padded
 tap contributes nothing at all (the authors' code pads the float tensor with 0
 before quantizing it, which turns padding into +I/n; this project does not).
 
-Speed: the products are computed with float64 BLAS when every partial sum is
-provably an integer below 2^53 in magnitude, so that every product and every
-sum, in any order, is exact; otherwise with an int64 path. The bound is checked
-in code (`exact_dtype`).
+Speed: the products are computed with float32 (float64) BLAS when every partial
+sum is provably an integer below 2^24 (2^53) in magnitude, so that every product
+and every sum, in any order, is exact; otherwise with an int64 path. The bound
+is checked in code (`exact_dtype`).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..ops.conv import conv2d_forward
+
 from .requant import INT32_MAX, INT32_MIN, acc_bound, acc_dtype, check_codes
 
+F32_EXACT_LIMIT = 1 << 24
 F64_EXACT_LIMIT = 1 << 53
 
 
@@ -45,14 +48,18 @@ def operand_values(name: str, codes: np.ndarray, bits: int, signed: bool, dorefa
 
 
 def exact_dtype(bound: int) -> type:
-    """np.float64 if a GEMM whose |partial sums| <= bound is exact in float64, else np.int64.
+    """The cheapest dtype in which a GEMM whose |partial sums| <= bound is exact.
 
     bound: a proven bound on sum_k |a_ik * b_kj|, which bounds every product
     and every partial sum of every output, whatever order BLAS sums in. Below
-    2^53 each of them is an integer that float64 represents exactly, so every
-    float64 operation is exact. Otherwise numpy's int64 matmul (no BLAS) is
-    used, exact for bound < 2^63. Tests lower F64_EXACT_LIMIT to force int64.
+    2^24 (2^53) each of them is an integer that float32 (float64) represents
+    exactly, so every float operation is exact: np.float32, np.float64. Otherwise
+    numpy's int64 matmul (no BLAS), exact for bound < 2^63. Tests lower the limits
+    to force the slower paths.
     """
+    if bound < F32_EXACT_LIMIT:
+        assert bound < 1 << 24, "a float32 GEMM is exact only below 2^24"
+        return np.float32
     if bound < F64_EXACT_LIMIT:
         assert bound < 1 << 53, "a float64 GEMM is exact only below 2^53"
         return np.float64
@@ -148,9 +155,9 @@ def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     + 1, dtype `acc_dtype(acc_bound(C * K * K, ..., max|bias|))`:
         acc[n, o, oy, ox] = bias[o] + sum_{c, ky, kx}
             value(w)[o, c, ky, kx] * value(x)[n, c, oy * stride + ky - pad, ox * stride + kx - pad]
-    Computed as K * K shifted GEMMs on channels-last values, summed in the
-    dtype of `exact_dtype`: every running sum is a partial sum of the dot
-    product, so the bound that makes one GEMM exact covers the whole sum.
+    Computed by the float conv op (shifted GEMMs) in the dtype of `exact_dtype`,
+    or as K * K shifted int64 GEMMs: every running sum is a partial sum of the
+    dot product, so the bound that makes one GEMM exact covers the whole sum.
     """
     pad, h_out, w_out = conv_geometry("int_conv2d", x_codes, w_codes, stride)
     n, c, _, _ = x_codes.shape
@@ -161,13 +168,18 @@ def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     product_bound = acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed,
                               a_dorefa=x_dorefa, w_dorefa=w_dorefa)
     dt = exact_dtype(product_bound)
-    xp = pad_spatial(xv.transpose(0, 2, 3, 1).astype(dt), pad)   # value 0 at every padded tap
-    wt = wv.transpose(2, 3, 1, 0).astype(dt)                      # (K, K, C, O)
-    acc = np.zeros((n, h_out, w_out, o), dtype=dt)
-    for ky in range(k):
-        for kx in range(k):
-            acc += window(xp, ky, kx, stride, h_out, w_out) @ wt[ky, kx]
-    acc = acc.astype(np.int64)
+    if dt != np.int64:
+        # The float conv (shifted GEMMs, no im2col copy) on the integer values: exact,
+        # since every product and partial sum is an integer below the dtype's limit.
+        acc = conv2d_forward(xv.astype(dt), wv.astype(dt), None, stride)[0].astype(np.int64)
+    else:
+        xp = pad_spatial(xv.transpose(0, 2, 3, 1), pad)   # value 0 at every padded tap
+        wt = wv.transpose(2, 3, 1, 0)                      # (K, K, C, O)
+        acc = np.zeros((n, h_out, w_out, o), dtype=dt)
+        for ky in range(k):
+            for kx in range(k):
+                acc += window(xp, ky, kx, stride, h_out, w_out) @ wt[ky, kx]
+        acc = acc.transpose(0, 3, 1, 2)
     if b is not None:
-        acc += b
-    return acc.transpose(0, 3, 1, 2).astype(acc_dtype(product_bound + bias_bound(b)))
+        acc = acc + b[:, None, None]
+    return np.ascontiguousarray(acc, dtype=acc_dtype(product_bound + bias_bound(b)))
