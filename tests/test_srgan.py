@@ -2,7 +2,7 @@
 srgan_step, gradient-checked in float64."""
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fqsr_ref.models import Pass, init_model, preset, quantize_model, sr_backward, sr_forward

@@ -26,10 +26,13 @@ from ..models.config import ModelConfig
 from ..models.graph import IMAGE, Fmt, Pass, code_scale, quantize_bias
 from ..models.layers import bn_stats, out_format, reads_requantized
 from ..models.srnet import bits_of, layer_specs, mean_offset
-from ..quant import QuantSpec, fold_bn, quantize_forward
+from ..quant import QuantSpec, fold_bn, quantize_forward, round_half_up
 from ..quant.quantizer import levels
-DTYPE = np.float64  # conversion arithmetic: see SPEC "integer graph"
 from .requant import acc_bound, acc_dtype, code_dtype, quantize_multiplier
+
+# The conversion computes in float64 from the stored float32 parameters (SPEC 6.8),
+# so the integer model equals the float64 fake-quantized model code for code.
+DTYPE = np.float64
 
 
 class Tensor(NamedTuple):
@@ -118,15 +121,15 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
     if cfg.grid != "narrow":
         raise ValueError("integer conversion: only the narrow signed grid is supported "
                          f"(model grid {cfg.grid!r})")
-    p32 = {k: np.asarray(v, DTYPE) if np.asarray(v).dtype.kind == "f" else v
+    pf = {k: np.asarray(v, DTYPE) if np.asarray(v).dtype.kind == "f" else v
            for k, v in params.items()}
-    ps = Pass(p32, state, cfg)   # used only to read the weight spec; nothing runs
+    ps = Pass(pf, state, cfg)   # used only to read the weight spec; nothing runs
     bits, L = bits_of(cfg), layer_specs(cfg)
     tensors, ops = {}, []
     m = mean_offset(cfg, DTYPE)
 
     def interval(site):
-        return float(p32[site + ".interval"])
+        return float(pf[site + ".interval"])
 
     def add_tensor(t: Tensor):
         tensors[t.name] = t
@@ -139,12 +142,12 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
             mult, shift = quantize_multiplier(x.scale / r.scale)
             ops.append(RequantOp("requant", n + ".in", x.name, r.name, mult, shift))
             x = r
-        w, b = p32[n + ".w"], p32.get(n + ".b")
+        w, b = pf[n + ".w"], pf.get(n + ".b")
         if spec.bn:
-            w, b = fold_bn(w, b, p32[n + ".gamma"], p32[n + ".beta"],
+            w, b = fold_bn(w, b, pf[n + ".gamma"], pf[n + ".beta"],
                            *bn_stats(ps, n, DTYPE), cfg.bn_eps)
         w_spec = ps.spec(Fmt(bits["wt"], True))
-        wq, w_codes, _ = quantize_forward(w, p32[n + ".w.interval"], w_spec)
+        wq, w_codes, _ = quantize_forward(w, pf[n + ".w.interval"], w_spec)
         s_w = code_scale(interval(n + ".w"), w_spec)
         b = np.zeros(spec.cout, DTYPE) if b is None else b
         if in_offset is not None:
@@ -159,7 +162,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         mult, shift = quantize_multiplier(s_acc / y.scale)
         neg = (mult, shift, 1)
         if spec.act == "prelu":
-            neg = signed_multiplier(float(p32[n + ".prelu"][0]) * s_acc / y.scale)
+            neg = signed_multiplier(float(pf[n + ".prelu"][0]) * s_acc / y.scale)
         bound = acc_bound(spec.cin * spec.k * spec.k, x.bits, x.signed, bits["wt"], True,
                           int(np.abs(bias).max()))
         dtype = acc_dtype(bound)
@@ -180,8 +183,8 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         # Both operands share the shift of the larger multiplier; the smaller one is
         # rounded to the same scale 2^(shift - 31) (an int32 too, as it is smaller).
         n = 31 - shift
-        ma = big if ra >= rb else int(np.floor(ra * 2.0 ** n + 0.5))
-        mb = big if rb > ra else int(np.floor(rb * 2.0 ** n + 0.5))
+        ma = big if ra >= rb else int(round_half_up(ra * 2.0 ** n))
+        mb = big if rb > ra else int(round_half_up(rb * 2.0 ** n))
         ops.append(AddOp("add", site, a.name, b.name, y.name, relu, ma, mb, shift))
         return y
 

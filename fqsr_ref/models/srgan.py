@@ -23,8 +23,6 @@ D-then-G updates).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from ..ops import mse_backward, mse_forward
 from ..ops.adversarial import bce_logits_backward, bce_logits_forward
 from .config import ModelConfig
