@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
-from .models import Pass, sr_backward, sr_forward
+from .models import Pass, cast_floats, sr_backward, sr_forward
 from .models.srgan import srgan_step
 from .models.config import ModelConfig
 from .ops import l1_backward, l1_forward
@@ -43,11 +43,6 @@ class StageOptions:
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""
-
-
-def to_dtype(arrays: dict, dtype) -> dict:
-    return {k: np.asarray(v, dtype=dtype) if np.issubdtype(np.asarray(v).dtype, np.floating)
-            else np.asarray(v) for k, v in arrays.items()}
 
 
 def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageOptions):
@@ -112,7 +107,7 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
         log(f"{opts.stage}: resuming {out_path} at step {start}/{opts.steps}")
     else:
         # Training runs in float32; the master copy of every parameter is float32 too.
-        params = to_dtype(params, np.float32)
+        params = cast_floats(params, np.float32)
         adam = adam_init(params)
         start = 0
 

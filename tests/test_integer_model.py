@@ -11,6 +11,7 @@ from fqsr_ref.integer.model import convert
 from fqsr_ref.integer.run import run_ops
 from fqsr_ref.metrics import psnr_y
 from fqsr_ref.models import Pass, init_model, preset, quantize_model, sr_forward, upscale
+from fqsr_ref.models.graph import cast_floats
 
 
 def calibrated(arch, scale, bits, seed=0, **kw):
@@ -48,8 +49,7 @@ def code_differences(cfg, params, state, image):
     rounding would flip a few near-tie codes, about 1 in 30000, and the flips
     cascade downstream)."""
     x = image.transpose(2, 0, 1)[None].astype(np.float64) / 255
-    params = {k: np.asarray(v).astype(np.float64) if np.asarray(v).dtype.kind == "f" else v
-              for k, v in params.items()}
+    params = cast_floats(params, np.float64)
     ps = Pass(params, state, cfg, record_codes=True)
     sr_forward(ps, cfg, x)
     codes = run_ops(convert(cfg, params, state), np.ascontiguousarray(image.transpose(2, 0, 1)[None]))

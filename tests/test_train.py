@@ -16,13 +16,11 @@ from fqsr_ref.train import main as train_main
 from fqsr_ref.trainer import StageOptions, train_stage
 from test_integer_model import assert_codes_agree, code_differences, photo_crop
 
-MICRO = ["--blocks", "1", "--channels", "4", "--batch", "2", "--patch", "8",
-         "--warmup-iters", "2", "--val-dir", None]
-
-
 def micro_args(out, *extra, val_dir):
-    args = [a if a is not None else val_dir for a in MICRO]
-    return ["--arch", "srresnet", "--bits", "8/8/8", "--out", str(out), *args, *extra]
+    """A 4-channel, 1-block SRResNet on 8x8 patches: seconds per run."""
+    return ["--arch", "srresnet", "--bits", "8/8/8", "--out", str(out), "--blocks", "1",
+            "--channels", "4", "--batch", "2", "--patch", "8", "--warmup-iters", "2",
+            "--val-dir", val_dir, *extra]
 
 
 def assert_same_checkpoint(a, b):

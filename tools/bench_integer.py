@@ -20,7 +20,8 @@ from fqsr_ref.data.images import list_images, read_image
 from fqsr_ref.integer.bitplane import bitplane_gemm, pack_planes
 from fqsr_ref.integer.model import convert
 from fqsr_ref.integer.run import run_ops
-from fqsr_ref.models import Pass, init_model, preset, quantize_model, sr_forward
+from fqsr_ref.models import Pass, cast_floats, preset, sr_forward
+from fqsr_ref.vectors import calibrated_params
 
 
 def median_time(fn, repeat):
@@ -39,19 +40,6 @@ def clock_hz():
     return (max(mhz) if mhz else 2500.0) * 1e6
 
 
-def calibrated_model(cfg, x):
-    """A quantized model with DAIA intervals from one pass over x (untrained weights:
-    speed does not depend on their values)."""
-    fp = cfg.with_bits("32/32/32")
-    params, state = init_model(fp, np.random.default_rng(0))
-    params, state = quantize_model(params, state, cfg)
-    params = {k: v.astype(np.float32) for k, v in params.items()}
-    ps = Pass(params, state, cfg, training=True, warmup=1)
-    sr_forward(ps, cfg, x)
-    params.update({k: np.float32(v).reshape(()) for k, v in ps.interval_init.items()})
-    return params, {**state, **ps.new_state}
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=256)
@@ -64,7 +52,9 @@ def main():
     img = np.tile(img, (2, 2, 1))[:args.size, :args.size]
     codes = np.ascontiguousarray(img.transpose(2, 0, 1)[None])
     x = codes.astype(np.float32) / np.float32(255)
-    params, state = calibrated_model(cfg, x[:, :, :64, :64])
+    # Untrained weights with intervals from one DAIA pass: speed does not depend on them.
+    params, state = calibrated_params(cfg, np.random.default_rng(0), x[:, :, :64, :64])
+    params = cast_floats(params, np.float32)
     model = convert(cfg, params, state)
 
     print(f"SRResNet x2 8/8/8, {cfg.blocks} blocks, {cfg.channels} channels, input {args.size}x{args.size}, "

@@ -23,8 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..models.config import ModelConfig
-from ..models.graph import IMAGE, Fmt, Pass, code_scale, quantize_bias
-from ..models.layers import bn_stats, out_format, reads_requantized
+from ..models.graph import IMAGE, Fmt, Pass, cast_floats, code_scale, quantize_bias
+from ..models.layers import bn_stats, fold_offsets, out_format, reads_requantized
 from ..models.srnet import bits_of, layer_specs, mean_offset
 from ..quant import QuantSpec, fold_bn, quantize_forward, round_half_up
 from ..quant.quantizer import levels
@@ -121,8 +121,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
     if cfg.grid != "narrow":
         raise ValueError("integer conversion: only the narrow signed grid is supported "
                          f"(model grid {cfg.grid!r})")
-    pf = {k: np.asarray(v, DTYPE) if np.asarray(v).dtype.kind == "f" else v
-           for k, v in params.items()}
+    pf = cast_floats(params, DTYPE)
     ps = Pass(pf, state, cfg)   # used only to read the weight spec; nothing runs
     bits, L = bits_of(cfg), layer_specs(cfg)
     tensors, ops = {}, []
@@ -149,11 +148,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         w_spec = ps.spec(Fmt(bits["wt"], True))
         wq, w_codes, _ = quantize_forward(w, pf[n + ".w.interval"], w_spec)
         s_w = code_scale(interval(n + ".w"), w_spec)
-        b = np.zeros(spec.cout, DTYPE) if b is None else b
-        if in_offset is not None:
-            b = b - np.einsum("oikl,i->o", wq, in_offset)
-        if out_offset is not None:
-            b = b + out_offset
+        b = fold_offsets(wq, np.zeros(spec.cout, DTYPE) if b is None else b, in_offset, out_offset)
         s_acc = x.scale * s_w
         _, bias = quantize_bias(b, s_acc)   # the same integer the float model trains with
         out_fmt = out_format(spec, bits) if spec.out_bits else IMAGE

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ops.shuffle import pixel_shuffle_forward
 from .engine_plain import int_conv2d
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from .requant import multiply_by_quantized_multiplier, rounding_right_shift, saturate
@@ -32,13 +33,6 @@ def conv_outputs(op: ConvOp, acc, out_t):
         neg = multiply_by_quantized_multiplier(op.neg_sign * acc, op.neg_multiplier, op.neg_shift)
         pos = np.where(acc >= 0, pos, neg)
     return saturate(pos, out_t.qmin, out_t.qmax)
-
-
-def pixel_shuffle_codes(x, r):
-    """(N, C r^2, H, W) -> (N, C, H r, W r): y[n, c, h r + i, w r + j] = x[n, c r^2 + i r + j, h, w]."""
-    n, c, h, w = x.shape
-    return x.reshape(n, c // (r * r), r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(
-        n, c // (r * r), h * r, w * r)
 
 
 def run_ops(model: IntModel, image_codes, engine="plain", record=None):
@@ -69,7 +63,7 @@ def run_ops(model: IntModel, image_codes, engine="plain", record=None):
             total = x.astype(np.int64) * op.multiplier + b * op.branch_multiplier
             y = saturate(rounding_right_shift(total, 31 - op.shift), t[op.output].qmin, t[op.output].qmax)
         elif isinstance(op, ShuffleOp):
-            y = pixel_shuffle_codes(x, op.factor)
+            y, _ = pixel_shuffle_forward(x, op.factor)   # moves codes, never changes them
         else:
             raise ValueError(f"integer model: unknown op {op!r}")
         codes[op.output] = y

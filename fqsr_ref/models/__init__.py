@@ -8,7 +8,7 @@ import numpy as np
 from ..data.images import float_to_uint8
 
 from .config import ARCHS, ModelConfig, parse_bits, preset
-from .graph import Pass
+from .graph import Pass, cast_floats
 from .srnet import init_model, layer_specs, quantize_model, sr_backward, sr_forward
 
 
@@ -19,9 +19,8 @@ def upscale(cfg: ModelConfig, params: dict, state: dict, lr_uint8):
     is rounded half up and clamped to 8 bits.
     """
     x = (np.asarray(lr_uint8, np.float32) / np.float32(255)).transpose(2, 0, 1)[None]
-    params32 = {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v
-                for k, v in params.items()}
-    y, _ = sr_forward(Pass(params32, state, cfg), cfg, np.ascontiguousarray(x))
+    y, _ = sr_forward(Pass(cast_floats(params, np.float32), state, cfg), cfg,
+                      np.ascontiguousarray(x))
     return float_to_uint8(y[0].transpose(1, 2, 0).astype(np.float64) * 255)
 
 

@@ -93,7 +93,7 @@ def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
     if fmt.bits == 32:
         return v, None
     if learnable and ps.training:
-        daia = {"count": ps.state[site + ".daia_count"], "max_sum": ps.state[site + ".daia_max_sum"]}
+        daia = daia_record(ps, site)
         if daia_active(daia, ps.warmup):
             # DAIA (Eq. 4): pass the input through and record max|V|; after l
             # records the interval starts at their mean.
@@ -115,6 +115,11 @@ def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
         loss, scache = sqcl_forward(qv, v, ps.p)
         ps.sqcl += ps.alpha * float(loss)
     return qv, QuantCache(site, learnable, qcache, scache)
+
+
+def daia_record(ps: Pass, site: str) -> dict:
+    """The DAIA state (quant.daia) of a site, from its two entries in ps.state."""
+    return {"count": ps.state[site + ".daia_count"], "max_sum": ps.state[site + ".daia_max_sum"]}
 
 
 def linearized_quantize(base: dict, site, v, interval, spec):
@@ -148,6 +153,12 @@ def quant_backward(ps: Pass, dqv, cache):
     return dv + dv_sqcl
 
 
+def cast_floats(arrays: dict, dtype) -> dict:
+    """The dict with its float arrays cast to dtype (integer entries kept as they are)."""
+    return {k: np.asarray(v, dtype) if np.asarray(v).dtype.kind == "f" else np.asarray(v)
+            for k, v in arrays.items()}
+
+
 def code_scale(interval: float, spec: QuantSpec) -> float:
     """Value of one code unit, I / n (float64); on the dorefa grid values are odd multiples."""
     return float(interval) / levels(spec)[0]
@@ -160,8 +171,7 @@ def site_scale(ps: Pass, fmt: Fmt):
         return None
     if fmt.site == "image.in":
         return code_scale(1.0, ps.spec(fmt))
-    if ps.training and daia_active({"count": ps.state[fmt.site + ".daia_count"],
-                                    "max_sum": ps.state[fmt.site + ".daia_max_sum"]}, ps.warmup):
+    if ps.training and daia_active(daia_record(ps, fmt.site), ps.warmup):
         return None
     return code_scale(ps.params[fmt.site + ".interval"].reshape(()), ps.spec(fmt))
 

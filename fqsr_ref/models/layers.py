@@ -40,10 +40,8 @@ def reads_requantized(x_fmt: Fmt, bits: dict) -> bool:
     return bits["fm"] != 32 and x_fmt.bits != bits["fm"]
 
 
-def conv_params_init(spec: ConvSpec, x_fmt: Fmt, bits: dict, rng: np.random.Generator,
-                     params: dict, state: dict):
-    """PyTorch-like init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias,
-    plus the conv's quantizer sites (weight, output, and input where it requantizes)."""
+def conv_params_init(spec: ConvSpec, rng: np.random.Generator, params: dict, state: dict):
+    """PyTorch-like init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias."""
     bound = 1.0 / np.sqrt(spec.cin * spec.k * spec.k)
     n = spec.name
     params[n + ".w"] = rng.uniform(-bound, bound, (spec.cout, spec.cin, spec.k, spec.k))
@@ -56,11 +54,10 @@ def conv_params_init(spec: ConvSpec, x_fmt: Fmt, bits: dict, rng: np.random.Gene
         params[n + ".b"] = rng.uniform(-bound, bound, spec.cout)
     if spec.act == "prelu":
         params[n + ".prelu"] = np.full(1, 0.25)
-    quant_params_init(spec, x_fmt, bits, params, state)
 
 
 def quant_params_init(spec: ConvSpec, x_fmt: Fmt, bits: dict, params: dict, state: dict):
-    """The quantizer sites of a conv (used again when an FP model is quantized)."""
+    """The quantizer sites of a conv: weight, output, and input where it requantizes."""
     sites = {"w": bits["wt"], "out": out_format(spec, bits).bits,
              "in": bits["fm"] if reads_requantized(x_fmt, bits) else 32}
     for site, site_bits in sites.items():
