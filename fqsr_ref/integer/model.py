@@ -136,8 +136,9 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
 
     def conv(spec, x: Tensor, x_fmt: Fmt, in_offset=None, out_offset=None):
         n = spec.name
-        if reads_requantized(x_fmt, bits):
-            r = add_tensor(tensor_of(n + ".in", Fmt(bits["fm"], x_fmt.signed), interval(n + ".in")))
+        if reads_requantized(spec, x_fmt, bits):
+            r = add_tensor(tensor_of(n + ".in", Fmt(bits[spec.in_bits], x_fmt.signed),
+                                     interval(n + ".in")))
             mult, shift = quantize_multiplier(x.scale / r.scale)
             ops.append(RequantOp("requant", n + ".in", x.name, r.name, mult, shift))
             x = r
@@ -153,7 +154,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         _, bias = quantize_bias(b, s_acc)   # the same integer the float model trains with
         out_fmt = out_format(spec, bits) if spec.out_bits else IMAGE
         y = add_tensor(tensor_of("image.out" if spec.out_bits is None else n + ".out", out_fmt,
-                                 1.0 if spec.out_bits is None else interval(n + ".out")))
+                                 cfg.pixel_range if spec.out_bits is None else interval(n + ".out")))
         mult, shift = quantize_multiplier(s_acc / y.scale)
         neg = (mult, shift, 1)
         if spec.act == "prelu":
@@ -167,7 +168,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
                           *neg, bound, np.dtype(dtype).name))
         return y, out_fmt
 
-    image = add_tensor(Tensor("image.in", 8, False, 1.0 / 255, 0, 255))
+    image = add_tensor(Tensor("image.in", 8, False, cfg.pixel_range / 255, 0, 255))
     h, _ = conv(L.head, image, IMAGE, in_offset=m)
     skip_fmt = Fmt(bits["sc"], True)
 
@@ -187,7 +188,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
     for i, (conv1, conv2) in enumerate(L.blocks):
         t, t_fmt = conv(conv1, s, skip_fmt)
         z, _ = conv(conv2, t, t_fmt)
-        s = add(f"blocks.{i}.add", s, z, cfg.branch_relu, cfg.res_scale)
+        s = add(f"blocks.{i}.add", s, z, cfg.add_relu, cfg.res_scale)
     z, _ = conv(L.trunk, s, skip_fmt)
     u, fmt = add("long_add", h, z, False, 1.0), skip_fmt
     for j, (spec, r) in enumerate(zip(L.up, cfg.upsample_factors)):

@@ -26,7 +26,15 @@ class ModelConfig:
     wt/fm/sc: bits of conv weights, conv inputs/outputs (feature maps), skip
     tensors; 32 means full precision. grid: signed grid, "narrow" or "dorefa".
     branch_relu: Eq. 7 (y = Q(x) + ReLU(Q(z))) when True, the plain residual add
-    (y = Q(x) + Q(z), as the authors' released code) when False.
+    (y = Q(x) + Q(z), as the authors' released code) when False. Quantized models
+    only: the full-precision model is the published network, always a plain add.
+    requant_image: the head conv reads the image requantized to fm bits (the strict
+    reading of "every conv input at fm bits"); by default it reads the 8-bit image
+    codes as they are, an 8 x wt-bit conv (the authors' code leaves the image
+    unquantized; 16 grey levels at fm = 4 remove what SR must recover).
+    pixel_range: the float graph works on pixels in 0..pixel_range, the authors'
+    rgb_range = 255, so that intervals, biases and SQCL weights (alpha) have the
+    units of the paper's runs; images enter and leave the model in [0, 1].
     """
     arch: str = "srresnet"
     scale: int = 2
@@ -36,7 +44,9 @@ class ModelConfig:
     fm: int = 32
     sc: int = 32
     grid: str = "narrow"
-    branch_relu: bool = True
+    branch_relu: bool = False
+    requant_image: bool = False
+    pixel_range: float = 255.0
     res_scale: float = 1.0
     bn_eps: float = 1e-5
 
@@ -53,6 +63,8 @@ class ModelConfig:
             raise ValueError(f"model config: grid {self.grid!r}; expected 'narrow' or 'dorefa'")
         if self.grid == "narrow" and 1 in (self.wt, self.fm, self.sc):
             raise ValueError("model config: 1-bit signed data needs grid='dorefa' (the narrow grid needs >= 2 bits)")
+        if not self.pixel_range > 0:
+            raise ValueError(f"model config: pixel_range {self.pixel_range} must be positive")
         if self.blocks < 0 or self.channels < 1:
             raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be >= 0 and >= 1")
 
@@ -64,6 +76,11 @@ class ModelConfig:
     @property
     def quantized(self) -> bool:
         return (self.wt, self.fm, self.sc) != (32, 32, 32)
+
+    @property
+    def add_relu(self) -> bool:
+        """Eq. 7's ReLU on the residual branch: quantized models with branch_relu."""
+        return self.branch_relu and self.quantized
 
     @property
     def bits(self) -> str:

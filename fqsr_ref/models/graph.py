@@ -30,7 +30,7 @@ class Fmt(NamedTuple):
     site: str = ""
 
 
-IMAGE = Fmt(8, False, "image.in")  # the image enters and leaves as 8-bit codes, interval 1
+IMAGE = Fmt(8, False, "image.in")  # the image enters and leaves as 8-bit codes (interval pixel_range)
 FLOAT = Fmt(32, True)
 
 
@@ -59,6 +59,7 @@ class Pass:
         self.state = state
         self.grid = cfg.grid
         self.bn_eps = cfg.bn_eps
+        self.pixel_range = cfg.pixel_range
         # A quantized model trains with BN folded into its conv (Eq. 6).
         self.fold_bn = cfg.quantized
         self.training = training
@@ -88,7 +89,8 @@ def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
     """Q(v) at the site (Eq. 3), with DAIA warm-up (Eq. 4) and the SQCL term (Eq. 8).
 
     v: float array, any shape. Returns (Q(v), cache); bits = 32 is the identity.
-    A site that is not learnable has the fixed interval 1 (the 8-bit image).
+    A site that is not learnable has the fixed interval pixel_range (the 8-bit image:
+    code = pixel value in 0..255 when pixel_range = 255).
     """
     if fmt.bits == 32:
         return v, None
@@ -103,7 +105,7 @@ def quant_forward(ps: Pass, site: str, v, fmt: Fmt, learnable=True):
             if not daia_active(daia, ps.warmup):
                 ps.interval_init[site + ".interval"] = daia_interval(daia)
             return v, None
-    interval = ps.params[site + ".interval"] if learnable else 1.0
+    interval = ps.params[site + ".interval"] if learnable else ps.pixel_range
     if ps.linearize is not None:
         qv, codes, qcache = linearized_quantize(ps.linearize, site, v, interval, ps.spec(fmt))
     else:
@@ -170,7 +172,7 @@ def site_scale(ps: Pass, fmt: Fmt):
     if fmt.bits == 32:
         return None
     if fmt.site == "image.in":
-        return code_scale(1.0, ps.spec(fmt))
+        return code_scale(ps.pixel_range, ps.spec(fmt))
     if ps.training and daia_active(daia_record(ps, fmt.site), ps.warmup):
         return None
     return code_scale(ps.params[fmt.site + ".interval"].reshape(()), ps.spec(fmt))

@@ -25,6 +25,8 @@ class ConvSpec(NamedTuple):
     name: parameter prefix. act: None, "relu" or "prelu" (one shared slope, so it
     commutes with pixel shuffle). bn: followed by batch norm (then no conv bias).
     out_bits: "fm", "sc" or None (the tail: the output goes to the image quantizer).
+    in_bits: the width the conv reads, "fm", or None to read its input as it comes
+    (the head reading the 8-bit image codes).
     """
     name: str
     cin: int
@@ -33,11 +35,15 @@ class ConvSpec(NamedTuple):
     bn: bool = False
     act: str | None = None
     out_bits: str | None = "fm"
+    in_bits: str | None = "fm"
 
 
-def reads_requantized(x_fmt: Fmt, bits: dict) -> bool:
-    """A conv reads its input at fm bits: a tensor of another width is requantized."""
-    return bits["fm"] != 32 and x_fmt.bits != bits["fm"]
+def reads_requantized(spec: ConvSpec, x_fmt: Fmt, bits: dict) -> bool:
+    """A conv reads its input at fm bits: a tensor of another width is requantized
+    (unless the conv reads its input as it comes, in_bits None)."""
+    if spec.in_bits is None or bits[spec.in_bits] == 32:
+        return False
+    return x_fmt.bits != bits[spec.in_bits]
 
 
 def conv_params_init(spec: ConvSpec, rng: np.random.Generator, params: dict, state: dict):
@@ -59,7 +65,7 @@ def conv_params_init(spec: ConvSpec, rng: np.random.Generator, params: dict, sta
 def quant_params_init(spec: ConvSpec, x_fmt: Fmt, bits: dict, params: dict, state: dict):
     """The quantizer sites of a conv: weight, output, and input where it requantizes."""
     sites = {"w": bits["wt"], "out": out_format(spec, bits).bits,
-             "in": bits["fm"] if reads_requantized(x_fmt, bits) else 32}
+             "in": bits["fm"] if reads_requantized(spec, x_fmt, bits) else 32}
     for site, site_bits in sites.items():
         if site_bits != 32:
             quant_sites_init(f"{spec.name}.{site}", params, state)
@@ -89,8 +95,9 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
     """x: (N, C_in, H, W) float, already carrying the codes of format x_fmt.
 
     bits: {"wt": .., "fm": .., "sc": ..}. The conv reads its input at fm bits: a
-    tensor of another width (an sc-bit skip, the 8-bit image) is requantized by a
-    quantizer of the conv's own ("<name>.in"); one of the same width is read as is.
+    tensor of another width (an sc-bit skip; the 8-bit image with requant_image) is
+    requantized by a quantizer of the conv's own ("<name>.in"); one of the same
+    width is read as is.
     in_offset (C_in,), out_offset (C_out,): EDSR's mean shift, folded into the bias
     as the integer model does: conv(x - m) is computed as conv(x) + b - sum(w * m),
     i.e. the zero padding is applied to x, not to x - m.
@@ -98,8 +105,8 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
     """
     p, n = ps.params, spec.name
     in_cache = None
-    if reads_requantized(x_fmt, bits):
-        x_fmt = Fmt(bits["fm"], x_fmt.signed, n + ".in")
+    if reads_requantized(spec, x_fmt, bits):
+        x_fmt = Fmt(bits[spec.in_bits], x_fmt.signed, n + ".in")
         x, in_cache = quant_forward(ps, n + ".in", x, x_fmt)
 
     fold_cache = bn_cache = None
