@@ -13,6 +13,7 @@ images and OUT/val_crop.png shows bicubic | model | HR.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -25,25 +26,47 @@ from .data.dataset import FolderSource, ProceduralSource
 from .data.images import list_images, modcrop, read_image, write_image
 from .data.resize import bicubic_downscale, bicubic_upscale
 from .metrics import evaluate_folder, side_by_side
-from .models import init_model, preset, quantize_model, upscale
+from .models import ModelConfig, change_pixel_range, init_model, preset, quantize_model, upscale
 from .models.discriminator import disc_init
-from .models.config import ARCHS, SCALES
-from .trainer import StageOptions, TrainingDiverged, format_duration, train_stage
+from .models.config import ARCHS, SCALES, parse_bits
+from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, format_duration,
+                      train_stage)
 
-# --tiny: a small fully quantized SRResNet x2 that trains on procedural images
-# in about two minutes on a 2-core CPU and beats bicubic on real photographs.
-# Batch 8 of 12x12 LR patches: in a fixed time, more and smaller steps train the
-# tiny model further (measured: +0.81 dB after 6000 such steps in 138 s, -1.85 dB
-# after 1500 steps of batch 16, patch 16 in 96 s).
+# The paper's recipes, from the authors' configs (billhhh/FQSR) and section 5.1:
+# HR patch 96 at x2, 192 at x4 (LR 48 either way), batch 16, Adam, L1 on 0..255
+# pixels, cosine annealing per iteration over 300 x 1000 iterations; the quantized
+# model is fine-tuned from a full-precision checkpoint at the same learning rate.
+PAPER = dict(patch=48, batch=16, lr=1e-3, ft_lr=1e-3, fp_steps=300_000, steps=300_000)
+PRESETS = {"srresnet": PAPER, "fqsr_lite": PAPER, "srgan": PAPER,
+           "edsr": {**PAPER, "lr": 1e-4, "ft_lr": 1e-4}}   # the paper says 5e-5; their config 1e-4
+
+# --tiny: a small fully quantized SRResNet x2 that trains on procedural images on a
+# 2-core CPU and beats bicubic on real photographs; batch 8 of 12x12 LR patches (in
+# a fixed time, more and smaller steps train the tiny model further).
 TINY = dict(bits="8/8/8", blocks=2, channels=16, fp_steps=5000, steps=800, batch=8, patch=12,
-            lr=3e-3, out="runs/tiny")
+            lr=3e-3, ft_lr=1e-3, out="runs/tiny")
+# --tiny with wt or fm below 8 bits: the same model, fine-tuned longer.
+TINY_LOW_BIT = {**TINY, "steps": 4000, "out": "runs/tiny_low_bit"}
+
+
+def presets_table() -> str:
+    rows = [("preset", "LR patch", "batch", "lr", "fine-tune lr", "fp steps", "steps")]
+    named = [(f"--arch {a}", v) for a, v in PRESETS.items()]
+    named += [("--tiny", TINY), ("--tiny --bits 4/4/8", TINY_LOW_BIT)]
+    rows += [(n, str(v["patch"]), str(v["batch"]), f"{v['lr']:g}", f"{v['ft_lr']:g}",
+              str(v["fp_steps"]), str(v["steps"])) for n, v in named]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m fqsr_ref.train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m fqsr_ref.train", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="presets (any option given on the command line wins):\n" + presets_table())
     p.add_argument("--tiny", action="store_true",
-                   help="small SRResNet x2 8/8/8 on procedural images, about 2 minutes")
+                   help="small SRResNet x2 on procedural images: 8/8/8 in about 2 minutes; "
+                        "with --bits below 8 (e.g. 4/4/8) a longer fine-tuning, under 5 minutes")
     p.add_argument("--arch", choices=ARCHS, default="srresnet")
     p.add_argument("--scale", type=int, choices=SCALES, default=2)
     p.add_argument("--bits", help="wt/fm/sc, e.g. 4/4/8; 32/32/32 = full precision (the default; --tiny: 8/8/8)")
@@ -51,8 +74,11 @@ def build_parser():
                    help="signed quantization grid (narrow: zero exact, fits M-bit two's complement)")
     p.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the arch's)")
     p.add_argument("--channels", type=int, default=None, help="feature channels (default 64)")
-    p.add_argument("--no-branch-relu", action="store_true",
-                   help="plain residual add y = Q(x) + Q(z) instead of Eq. 7's Q(x) + ReLU(Q(z))")
+    p.add_argument("--branch-relu", action=argparse.BooleanOptionalAction, default=None,
+                   help="quantized model: Eq. 7's y = Q(x) + ReLU(Q(z)) instead of the plain "
+                        "residual add (default: the plain add, see docs/SPEC.md 5.2)")
+    p.add_argument("--requant-image", action="store_true",
+                   help="the head conv reads the image requantized to fm bits instead of its 8-bit codes")
     p.add_argument("--disc-channels", type=int, default=64, help="SRGAN discriminator base channels")
     p.add_argument("--disc-stages", type=int, default=4, help="SRGAN discriminator stride-2 stages")
     p.add_argument("--train-dir", help="folder of HR training images (default: procedural images)")
@@ -60,13 +86,18 @@ def build_parser():
     p.add_argument("--init", help="full-precision checkpoint to fine-tune from (skips pretraining)")
     p.add_argument("--fp-steps", type=int, default=None, help="full-precision pretraining steps")
     p.add_argument("--steps", type=int, default=None, help="steps of the final (quantized) stage")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 16)")
-    p.add_argument("--patch", type=int, default=None, help="LR patch side, HR = patch x scale (default 24)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
-    p.add_argument("--ft-lr", type=float, default=None,
-                   help="learning rate of quantized fine-tuning (default --lr / 3)")
-    p.add_argument("--alpha", type=float, default=0.3, help="SQCL weight (Eq. 9)")
+    p.add_argument("--batch", type=int, default=None, help="batch size")
+    p.add_argument("--patch", type=int, default=None, help="LR patch side, HR = patch x scale")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of full-precision training")
+    p.add_argument("--ft-lr", type=float, default=None, help="learning rate of quantized fine-tuning")
+    p.add_argument("--fp-pixel-range", type=float, default=1.0,
+                   help="pixels in 0..R for full-precision pretraining (1, measured faster on the "
+                        "tiny model; 255 is the authors'); fine-tuning always uses 0..255")
+    p.add_argument("--alpha", type=float, default=0.3, help="SQCL weight (Eq. 9), on 0..255 pixels")
     p.add_argument("--warmup-iters", type=int, default=20, help="DAIA warm-up iterations (Eq. 4)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop with an error if a parameter never receives a gradient "
+                        f"(its first {DEAD_WINDOW} steps after the warm-up)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--out", default=None, help="output directory (default runs/<arch>_x<scale>)")
@@ -75,15 +106,16 @@ def build_parser():
 
 
 def resolve(args):
-    """Fill in defaults; --tiny (always SRResNet x2) sets whatever the user did not."""
+    """Fill in defaults from the presets; what the user gave wins."""
     if args.tiny:
         args.arch, args.scale = "srresnet", 2
-    defaults = TINY if args.tiny else dict(bits="32/32/32", fp_steps=1000, steps=1000, batch=16,
-                                           patch=24, lr=1e-3, out=f"runs/{args.arch}_x{args.scale}")
+        low_bit = args.bits is not None and min(parse_bits(args.bits)[:2]) < 8
+        defaults = TINY_LOW_BIT if low_bit else TINY
+    else:
+        defaults = dict(PRESETS[args.arch], bits="32/32/32", out=f"runs/{args.arch}_x{args.scale}")
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    args.ft_lr = args.lr / 3 if args.ft_lr is None else args.ft_lr
     return args
 
 
@@ -91,13 +123,16 @@ def stage_options(args, steps, stage):
     return StageOptions(steps=steps, batch=args.batch, patch=args.patch,
                         lr=args.lr if stage == "fp" else args.ft_lr,
                         alpha=args.alpha, warmup=args.warmup_iters, seed=args.seed,
-                        checkpoint_every=args.checkpoint_every, stage=stage)
+                        checkpoint_every=args.checkpoint_every, stage=stage, strict=args.strict)
 
 
 def run(args) -> int:
-    fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels,
-                    branch_relu=not args.no_branch_relu, grid=args.grid)
-    q_cfg = fp_cfg.with_bits(args.bits)
+    fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels, grid=args.grid,
+                    pixel_range=args.fp_pixel_range)
+    q_cfg = dataclasses.replace(
+        fp_cfg.with_bits(args.bits), pixel_range=ModelConfig.pixel_range,
+        requant_image=args.requant_image,
+        branch_relu=ModelConfig.branch_relu if args.branch_relu is None else args.branch_relu)
     val_dir = args.val_dir or photos_dir()
     list_images(val_dir)  # fail now, not after training, if the folder is unusable
     source = FolderSource(args.train_dir, args.scale) if args.train_dir else ProceduralSource()
@@ -119,7 +154,9 @@ def run(args) -> int:
                          os.path.join(args.out, "fp.npz"), resume=args.resume)
         models.append(("full precision", fp))
     if q_cfg.quantized:
-        params, state = quantize_model(fp.params, fp.state, q_cfg)
+        # Fine-tuning runs in the authors' pixel units (0..255), whatever the FP stage used.
+        _, params, state = change_pixel_range(fp.params, fp.state, fp.config, q_cfg.pixel_range)
+        params, state = quantize_model(params, state, q_cfg)
         q = train_stage(q_cfg, params, state, source, stage_options(args, args.steps, "quant"),
                         os.path.join(args.out, "quant.npz"), resume=args.resume)
         models.append((f"quantized {q_cfg.bits}", q))
@@ -151,7 +188,7 @@ def main(argv=None) -> int:
     args = resolve(build_parser().parse_args(argv))
     try:
         return run(args)
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, DeadParameters) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:

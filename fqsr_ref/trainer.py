@@ -4,6 +4,12 @@ A step: sample a batch -> sr_forward -> L1 + alpha * SQCL (Eq. 9) -> sr_backward
 -> Adam with a per-iteration cosine-annealed learning rate -> DAIA interval
 initialisation where a warm-up just finished (Eq. 4).
 
+The L1 loss is taken in the model's pixel units (0..255 by default, as the
+authors' code), so alpha = 0.3 weighs SQCL as it did in the paper's runs.
+A parameter whose gradient stays exactly zero through the first steps (after the
+DAIA warm-up) is named in a warning, or stops the run with strict=True: a
+gradient check proves a gradient right, not that it ever flows.
+
 Everything a step depends on (parameters, state, Adam moments, the generator's
 bit state, the step number) is in the checkpoint, so a run killed at any point
 and resumed from its last checkpoint ends with the same parameters as a run that
@@ -39,10 +45,35 @@ class StageOptions:
     seed: int = 0
     checkpoint_every: int = 100   # steps between checkpoints (also one at the end)
     stage: str = "fp"
+    strict: bool = False     # a parameter that never receives a gradient is an error
+
+
+# Steps, after the DAIA warm-up, through which every parameter must receive a
+# non-zero gradient at least once.
+DEAD_WINDOW = 50
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""
+
+
+class DeadParameters(RuntimeError):
+    """strict: parameters whose gradient was exactly zero through the watch window."""
+
+
+class DeadWatch:
+    """Names the parameters whose gradient is exactly zero at every step of a window."""
+
+    def __init__(self, keys, end_step: int):
+        self.dead = set(keys)
+        self.end_step = end_step
+
+    def update(self, step: int, grads: dict):
+        """Record one step's gradients; returns the dead names when the window closes."""
+        if not self.dead or step >= self.end_step:
+            return []
+        self.dead = {k for k in self.dead if k not in grads or not np.any(grads[k])}
+        return sorted(self.dead) if step + 1 == self.end_step else []
 
 
 def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageOptions):
@@ -62,8 +93,11 @@ def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageO
     ps = Pass(params, state, cfg, training=True, alpha=alpha, warmup=opts.warmup)
     sr, cache = sr_forward(ps, cfg, lr_batch)
     pixel, lcache = l1_forward(sr, hr_batch)
-    sr_backward(ps, l1_backward(lcache), cache)
-    losses = {"total": float(pixel) + ps.sqcl, "pixel": float(pixel), "sqcl": ps.sqcl}
+    # L1 in pixel units (the authors' loss on 0..255 images).
+    units = cfg.pixel_range
+    sr_backward(ps, l1_backward(lcache) * sr.dtype.type(units), cache)
+    pixel = units * float(pixel)
+    losses = {"total": pixel + ps.sqcl, "pixel": pixel, "sqcl": ps.sqcl}
     return losses, ps.grads, ps.new_state, ps.interval_init
 
 
@@ -122,6 +156,7 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     last = checkpoint(start) if start == 0 else None
     t0, last_report, done = time.perf_counter(), 0.0, 0
     interval_keys = [k for k in params if k.endswith(".interval")]
+    watch = DeadWatch(params, (opts.warmup if cfg.quantized else 0) + DEAD_WINDOW)
     for step in range(start, opts.steps):
         lr_batch, hr_batch = batch_for_step(source, opts, cfg.scale, step)
         with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below
@@ -133,11 +168,21 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
             raise TrainingDiverged(
                 f"{opts.stage}: training diverged at step {step + 1} ({what} is not finite); "
                 f"the last good checkpoint is {out_path}; try a lower --lr")
+        dead = watch.update(step, grads)
+        for key in dead:
+            log(f"warning: {opts.stage}: parameter {key} has had a zero gradient at every one "
+                f"of the first {step + 1} steps; it is not learning")
+        if dead and opts.strict:
+            raise DeadParameters(f"{opts.stage}: {len(dead)} parameter(s) never received a "
+                                 f"gradient in the first {step + 1} steps (--strict): "
+                                 f"{', '.join(dead)}")
         lr_now = cosine_lr(step, opts.steps, opts.lr)
         params, adam = adam_step(params, grads, adam, lr_now)
         for key in interval_keys:
-            # Adam moves every parameter by about lr whatever its scale, so a small
-            # interval can step across zero; keep it on the positive side (Eq. 3).
+            # Eq. 3 needs I > 0. Activation intervals in pixel units (0..255) sit far
+            # from 0, but a weight interval is as small as its weights (a branch whose
+            # BN gamma is still near 0 folds to near-zero weights) and Adam moves it by
+            # about lr whatever its size: keep it on the positive side.
             params[key] = np.asarray(np.maximum(params[key], np.float32(DAIA_MIN_INTERVAL)))
         state.update(new_state)
         for key, value in interval_init.items():

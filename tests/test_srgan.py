@@ -202,6 +202,8 @@ def tiny_srgan(bits="32/32/32", dtype=np.float64):
     # 7 have one, and their centred differences straddle it).
     rng = np.random.default_rng(5)
     params, state = init_model(cfg, rng)
+    # init_model starts the branch-closing gammas at 0; at 1 every weight has a gradient.
+    params = {k: (np.ones_like(v) if k.endswith(".gamma") else v) for k, v in params.items()}
     if bits != "32/32/32":
         cfg = cfg.with_bits(bits)
         params, state = quantize_model(params, state, cfg)

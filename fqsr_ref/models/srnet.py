@@ -17,12 +17,14 @@ skip), every block input and every add output are sc-bit skip tensors.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
 
 from ..ops import pixel_shuffle_backward, pixel_shuffle_forward
 from .config import DIV2K_RGB_MEAN, ModelConfig
+from .discriminator import PREFIX as DISC_PREFIX
 from .graph import FLOAT, IMAGE, Pass, quant_backward, quant_forward
 from .layers import (ConvSpec, add_format, conv_params_init, out_format, qadd_backward, qadd_forward,
                      qadd_params_init, qconv_backward, qconv_forward, quant_params_init)
@@ -83,7 +85,43 @@ def init_model(cfg: ModelConfig, rng: np.random.Generator):
     params, state = {}, {}
     for spec, _ in input_formats(cfg):
         conv_params_init(spec, rng, params, state)
+    # Each residual branch (and the trunk) ends in a BN whose gamma starts at 0, so
+    # the body starts as the identity (Goyal et al. 2017). The full-precision add is
+    # plain, so gamma receives a gradient at the first step and the branch from the
+    # second (with a ReLU on the branch, ReLU'(0) = 0 would keep it dead forever).
+    for spec in residual_closers(cfg):
+        params[spec.name + ".gamma"] = np.zeros(spec.cout)
     return quantize_model(params, state, cfg)
+
+
+def residual_closers(cfg: ModelConfig):
+    """The BN'd convs whose output is added to the residual stream."""
+    L = layer_specs(cfg)
+    return [spec for spec in [conv2 for _, conv2 in L.blocks] + [L.trunk] if spec.bn]
+
+
+def change_pixel_range(params: dict, state: dict, cfg: ModelConfig, pixel_range: float):
+    """The same model on pixels in 0..pixel_range instead of 0..cfg.pixel_range.
+
+    Every op is positively homogeneous once BN uses its running statistics (inference,
+    and quantized training, which folds BN), so scaling the image by c scales every
+    tensor by c when biases, BN shifts, gammas, running means and intervals of
+    activations scale by c and running variances by c^2; weights and PReLU slopes
+    keep. Exact up to BN's eps (which does not scale). Returns (cfg, params, state).
+    """
+    c = pixel_range / cfg.pixel_range
+
+    def factor(key):
+        if key.startswith(DISC_PREFIX) or ".w." in key:   # D reads [0, 1] images; weight sites
+            return 1.0
+        if key.endswith(".bn_var"):
+            return c * c
+        return c if key.endswith((".b", ".beta", ".gamma", ".bn_mean", ".interval",
+                                  ".daia_max_sum")) else 1.0
+
+    params = {k: v * factor(k) for k, v in params.items()}
+    state = {k: v * factor(k) for k, v in state.items()}
+    return dataclasses.replace(cfg, pixel_range=pixel_range), params, state
 
 
 def quantize_model(params: dict, state: dict, cfg: ModelConfig):
