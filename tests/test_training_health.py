@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from fqsr_ref.data.dataset import ProceduralSource
-from fqsr_ref.models import change_pixel_range, init_model, preset, quantize_model
+from fqsr_ref.models import init_model, preset, quantize_model, quantized_start
 from fqsr_ref.models.discriminator import disc_init
 from fqsr_ref.train import main as train_main
 from fqsr_ref.trainer import DEAD_WINDOW, DeadParameters, StageOptions, train_stage
@@ -45,8 +45,7 @@ def fp_then_quant(tmp_path, arch, bits, grid="narrow", branch_relu=False):
     if bits == "32/32/32":
         return
     q_cfg = dataclasses.replace(fp_cfg.with_bits(bits), pixel_range=255.0, branch_relu=branch_relu)
-    _, params, state = change_pixel_range(fp.params, fp.state, fp_cfg, q_cfg.pixel_range)
-    params, state = quantize_model(params, state, q_cfg)
+    params, state = quantized_start(fp_cfg, fp.params, fp.state, q_cfg)
     q = stage(q_cfg, params, state, tmp_path / "quant.npz", "quant", WARMUP + DEAD_WINDOW + 5)
     after_warmup = {k: v for k, v in params.items() if not k.endswith(".interval")}
     assert_all_moved(after_warmup, q.params, f"{arch} {bits} {grid}")

@@ -9,8 +9,8 @@ from ..data.images import float_to_uint8
 
 from .config import ARCHS, ModelConfig, parse_bits, preset
 from .graph import Pass, cast_floats
-from .srnet import (change_pixel_range, init_model, layer_specs, quantize_model, sr_backward,
-                    sr_forward)
+from .srnet import (change_pixel_range, init_model, layer_specs, quantize_model, quantized_start,
+                    sr_backward, sr_forward)
 
 
 def upscale(cfg: ModelConfig, params: dict, state: dict, lr_uint8):
@@ -39,4 +39,4 @@ def load_upscaler(path):
 
 
 __all__ = ["ARCHS", "ModelConfig", "Pass", "change_pixel_range", "init_model", "layer_specs", "load_upscaler",
-           "parse_bits", "preset", "quantize_model", "sr_backward", "sr_forward", "upscale"]
+           "parse_bits", "preset", "quantize_model", "quantized_start", "sr_backward", "sr_forward", "upscale"]

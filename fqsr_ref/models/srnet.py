@@ -124,6 +124,13 @@ def change_pixel_range(params: dict, state: dict, cfg: ModelConfig, pixel_range:
     return dataclasses.replace(cfg, pixel_range=pixel_range), params, state
 
 
+def quantized_start(fp_cfg: ModelConfig, params: dict, state: dict, cfg: ModelConfig):
+    """The start of quantized fine-tuning from a full-precision model (any pixel range):
+    converted to cfg's pixel range, its quantizer sites added. Returns (params, state)."""
+    _, params, state = change_pixel_range(params, state, fp_cfg, cfg.pixel_range)
+    return quantize_model(params, state, cfg)
+
+
 def quantize_model(params: dict, state: dict, cfg: ModelConfig):
     """Add the quantizer sites of cfg (none at 32/32/32) to a model, its weights kept:
     the start of quantized fine-tuning. Returns new (params, state)."""
