@@ -49,7 +49,7 @@ PRESETS = {"srresnet": PAPER, "fqsr_lite": PAPER, "srgan": PAPER,
 TINY = dict(arch="edsr", bits="8/8/8", blocks=2, channels=16, fp_steps=5000, steps=800, batch=8,
             patch=12, lr=3e-3, ft_lr=1e-3, out="runs/tiny")
 # --tiny with wt or fm below 8 bits: the same model, fine-tuned longer.
-TINY_LOW_BIT = {**TINY, "steps": 4000, "out": "runs/tiny_low_bit"}
+TINY_LOW_BIT = {**TINY, "steps": 10_000, "out": "runs/tiny_low_bit"}
 
 
 def presets_table() -> str:

@@ -163,7 +163,8 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
                           int(np.abs(bias).max()))
         dtype = acc_dtype(bound)
         bias = bias.astype(np.int32 if np.abs(bias).max() < 2 ** 31 else np.int64)
-        w_codes = w_codes.astype(code_dtype(-(2 ** (bits["wt"] - 1)), 2 ** (bits["wt"] - 1)))
+        _, w_min, w_max = levels(w_spec)   # the narrow grid: 8-bit weights fit int8
+        w_codes = w_codes.astype(code_dtype(w_min, w_max))
         ops.append(ConvOp("conv", n, x.name, y.name, w_codes, bits["wt"], bias, mult, shift,
                           *neg, bound, np.dtype(dtype).name))
         return y, out_fmt
