@@ -7,11 +7,24 @@ Table 2 is reproduced):
   kernel and an H_out x W_out output costs MACs = C_in * K * K * C_out * H_out *
   W_out, padding included. Batch norm is folded into the conv (Eq. 6), PReLU and
   ReLU fold into requantization, the adds and pixel shuffles multiply nothing.
-- A conv is low-bit when both wt and fm are below 32. Section 4.3 writes OPs =
-  BOPs/64 * M + FLOPs; Table 2 applies it as OPs = MACs * M / 64 for an M-bit
-  layer (8/8/8 costs 1/8 of FP, 6/6/8 6/64, 4/4/x 4/64). With wt != fm we take
-  M = max(wt, fm). FLOPs are the MACs of the full-precision convs. `bops` is the
-  usual bit-operation count, MACs * wt * fm, reported beside it.
+- A conv is low-bit when both wt and fm are below 32. Each conv reads its input
+  at fm bits, except the head of a low-bit model: it reads the image as its
+  8-bit codes (an 8 x wt-bit conv), or at fm bits with `requant_image=True`
+  (the model's ModelConfig.requant_image; the FP model is unchanged).
+- Section 4.3 writes OPs = BOPs/64 * M + FLOPs; Table 2 applies it as
+  OPs = MACs * M / 64 for an M-bit layer (8/8/8 costs 1/8 of FP, 6/6/8 6/64,
+  4/4/x 4/64). Per conv we take M = max(wt, bits it reads): max(wt, fm), and
+  max(wt, 8) for the head. FLOPs are the MACs of the full-precision convs.
+  `bops` is the usual bit-operation count, the sum over low-bit convs of
+  MACs * wt * (bits it reads), reported beside it.
+- The paper's uniform M is what `requant_image=True` gives; Table 2 is
+  reproduced with it. By default the head's M is max(wt, 8), not max(wt, fm):
+  the head costs more when wt and fm are both below 8 (less when fm is above
+  both wt and 8). At 4/4/x its M is 8, not 4, so SRResNet x2 4/4/8 costs 62.987 G
+  (62.315 with requant_image, Table 2: 62.314), +0.672 G = head MACs * 4/64,
+  +1.08 % on the paper's figure; x4 4/4/8 23.969 -> 24.137 G (+0.168 G, +0.70 %).
+  6/6/8 gains half that (x2 93.473 -> 93.809 G), 8/8/x nothing. bops of x2
+  4/4/8: 15952.663 -> 16124.745 G (the head's doubles).
 - Peak memory as the paper states it: the feature maps of three convolutional
   layers alive at once (the long skip, the short skip and the main trunk), each
   C x H_lr x W_lr at sc bits; one map at fm bits for SRResNet w/o M, which has
@@ -72,9 +85,11 @@ class LayerCost(NamedTuple):
     kind: "conv" or "add". module: "E", "M" or "R". For a conv, c_in/c_out/kernel
     and (out_h, out_w) are those of the conv itself (before any pixel shuffle
     that follows it); for an add they are (C, C, 0) and the operand size.
-    macs: multiplications. bits: the M of OPs = MACs * M / 64, 32 for a
-    full-precision conv, 0 for an add. ops: this op's share of OPs (Fraction, exact).
-    live_bits: bits of every tensor alive while the op runs (inputs, output,
+    macs: multiplications. bits: the M of OPs = MACs * M / 64, i.e.
+    max(wt, read_bits) for a low-bit conv, 32 for a full-precision conv, 0 for
+    an add. ops: this op's share of OPs (Fraction, exact). read_bits: the bits
+    the conv reads its input at (fm; 8 for the head of a low-bit model unless
+    requant_image), 0 for an add. live_bits: bits of every tensor alive while the op runs (inputs, output,
     tensors held for a later add).
     """
     name: str
@@ -89,6 +104,7 @@ class LayerCost(NamedTuple):
     bits: int
     ops: Fraction
     live_bits: int
+    read_bits: int = 0
 
 
 class CostReport(NamedTuple):
@@ -96,10 +112,12 @@ class CostReport(NamedTuple):
 
     lr_size: (width, height). bits: (wt, fm, sc). layers: tuple of LayerCost.
     macs: all multiplications; macs_by_module: {"E", "M", "R"} -> multiplications.
-    flops: multiplications of full-precision convs. bops: sum of MACs * wt * fm
-    over low-bit convs. ops: FLOPs + sum of MACs * M / 64 (section 4.3, as
-    Table 2 applies it). peak_maps, peak_memory_bits: the paper's peak memory
+    flops: multiplications of full-precision convs. bops: sum over low-bit convs
+    of MACs * wt * read_bits (fm; 8 for the head unless requant_image). ops:
+    FLOPs + sum of MACs * M / 64, M = max(wt, read_bits) per conv (section 4.3,
+    as Table 2 applies it). peak_maps, peak_memory_bits: the paper's peak memory
     (maps of C x H_lr x W_lr). live_peak_bits: the largest live set of the graph.
+    requant_image: the head reads the image requantized to fm bits.
     """
     arch: str
     scale: int
@@ -116,6 +134,7 @@ class CostReport(NamedTuple):
     peak_maps: int
     peak_memory_bits: int
     live_peak_bits: int
+    requant_image: bool = False
 
     @property
     def ops_g(self) -> float:
@@ -169,25 +188,30 @@ class _Graph:
     """
 
     def __init__(self, wt: int, fm: int, image: str, c: int, h: int, w: int, bits: int):
-        # Table 2 applies OPs = MACs * M / 64 with M the layer's bit width.
-        self.m_bits = max(wt, fm) if (wt < 32 and fm < 32) else 32
+        # Table 2 applies OPs = MACs * M / 64 with M the layer's bit width:
+        # M = max(wt, bits the conv reads) for a low-bit conv, else 32 (FLOPs).
+        self.wt, self.fm = wt, fm
+        self.low_bit = wt < 32 and fm < 32
         self.shapes = {}    # name -> (C, H, W)
         self.bits = {}      # name -> bits of one element
-        self.ops = []       # (name, kind, module, geometry, macs, inputs, output)
+        self.ops = []       # (name, kind, module, geometry, macs, read bits, inputs, output)
         self._set(image, c, h, w, bits)
 
-    def conv(self, name, module, src, dst, c_out, kernel, dst_bits, shuffle=1):
+    def conv(self, name, module, src, dst, c_out, kernel, dst_bits, shuffle=1, read_bits=None):
         """A 'same' conv of src (C_in, H, W) to C_out channels; a pixel shuffle
-        by `shuffle` may follow, which moves data and multiplies nothing."""
+        by `shuffle` may follow, which moves data and multiplies nothing.
+        read_bits: the bits the conv reads src at (default fm)."""
         c_in, h, w = self.shapes[src]
         macs = c_in * kernel * kernel * c_out * h * w
-        self.ops.append((name, "conv", module, (c_in, c_out, kernel, h, w), macs, (src,), dst))
+        read_bits = self.fm if read_bits is None else read_bits
+        self.ops.append((name, "conv", module, (c_in, c_out, kernel, h, w), macs, read_bits,
+                         (src,), dst))
         self._set(dst, c_out // (shuffle * shuffle), h * shuffle, w * shuffle, dst_bits)
 
     def add(self, name, module, a, b, dst, dst_bits):
         c, h, w = self.shapes[a]
         assert self.shapes[b] == (c, h, w), f"cost graph: add {name}: {self.shapes[b]} vs {(c, h, w)}"
-        self.ops.append((name, "add", module, (c, c, 0, h, w), 0, (a, b), dst))
+        self.ops.append((name, "add", module, (c, c, 0, h, w), 0, 0, (a, b), dst))
         self._set(dst, c, h, w, dst_bits)
 
     def _set(self, name, c, h, w, bits):
@@ -200,7 +224,7 @@ class _Graph:
         reads it; the final output lives to the end; nothing is done in place."""
         first = {name: -1 for name in self.shapes}
         last = dict(first)
-        for i, (_, _, _, _, _, inputs, output) in enumerate(self.ops):
+        for i, (_, _, _, _, _, _, inputs, output) in enumerate(self.ops):
             first[output] = i
             last[output] = max(last[output], i)
             for t in inputs:
@@ -208,17 +232,20 @@ class _Graph:
         final = self.ops[-1][-1]
         last[final] = len(self.ops) - 1
         rows = []
-        for i, (name, kind, module, geo, macs, _, _) in enumerate(self.ops):
+        for i, (name, kind, module, geo, macs, read_bits, _, _) in enumerate(self.ops):
             live = sum(self.bits[t] * c * h * w for t, (c, h, w) in self.shapes.items()
                        if first[t] <= i <= last[t])
-            bits = self.m_bits if kind == "conv" else 0
+            if kind != "conv":
+                bits = 0
+            else:
+                bits = max(self.wt, read_bits) if self.low_bit else 32
             ops = Fraction(macs * bits, 64) if bits < 32 else Fraction(macs)
             rows.append(LayerCost(name, kind, module, *geo, macs=macs, bits=bits, ops=ops,
-                                  live_bits=live))
+                                  live_bits=live, read_bits=read_bits))
         return rows
 
 
-def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels) -> _Graph:
+def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels, requant_image=False) -> _Graph:
     """The op list of one architecture, C channels, B blocks, scale s.
 
     SRResNet (srgan, fqsr_lite): 9x9 head 3->C (+PReLU); B blocks of conv3x3,
@@ -227,6 +254,8 @@ def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels) -> _Graph:
     one stage C->9C, shuffle 3; x4: two x2 stages); 9x9 tail C->3 at HR.
     EDSR-baseline: the same with a 3x3 head and tail, ReLU, no BN, no upsampler
     activation. SRResNet w/o M: head, upsampler, tail. BN folds into its conv.
+    The head of a low-bit model reads the image's 8-bit codes, or the image
+    requantized to fm bits with requant_image; every other conv reads fm bits.
     """
     width, height = lr_size
     quantized = (wt, fm, sc) != (32, 32, 32)
@@ -237,7 +266,8 @@ def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels) -> _Graph:
     c = channels
     stream_bits = sc if has_m else fm  # the residual stream is a skip tensor
     g = _Graph(wt, fm, "image", 3, height, width, image_bits)
-    g.conv("head", "E", "image", "head.out", c, kernel, stream_bits)
+    head_reads = 8 if (wt < 32 and fm < 32 and not requant_image) else fm
+    g.conv("head", "E", "image", "head.out", c, kernel, stream_bits, read_bits=head_reads)
     x = "head.out"
     if has_m:
         for i in range(blocks):
@@ -257,7 +287,7 @@ def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels) -> _Graph:
 
 
 def model_cost(arch: str, scale: int, bits="32/32/32", lr_size=None, blocks=None,
-               channels=None) -> CostReport:
+               channels=None, *, requant_image: bool = False) -> CostReport:
     """Multiplications, OPs and peak memory of one model on one LR image.
 
     arch: one of ARCHS (srgan is the SRResNet generator; fqsr_lite is SRResNet
@@ -265,7 +295,10 @@ def model_cost(arch: str, scale: int, bits="32/32/32", lr_size=None, blocks=None
     or 4. bits: "wt/fm/sc" or a (wt, fm, sc) tuple, 32 = full precision.
     lr_size: (width, height) of the LR input, or "WxH"; default: the DIV2K
     image of Table 2 at this scale. blocks, channels: override the defaults
-    (16 blocks, 10 for fqsr_lite; 64 channels). Raises ValueError on bad input.
+    (16 blocks, 10 for fqsr_lite; 64 channels). requant_image: the head of a
+    low-bit model reads the image requantized to fm bits (default: its 8-bit
+    codes, an 8 x wt-bit conv); True gives the paper's uniform M of Table 2.
+    Raises ValueError on bad input.
     """
     if arch not in ARCHS:
         raise ValueError(f"cost: unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
@@ -288,7 +321,9 @@ def model_cost(arch: str, scale: int, bits="32/32/32", lr_size=None, blocks=None
     if channels < 1:
         raise ValueError(f"cost: channels = {channels} must be >= 1")
 
-    layers = tuple(_build(arch, scale, wt, fm, sc, lr_size, blocks, channels).layers())
+    requant_image = bool(requant_image)
+    layers = tuple(_build(arch, scale, wt, fm, sc, lr_size, blocks, channels,
+                          requant_image).layers())
     by_module = {m: sum(r.macs for r in layers if r.module == m) for m in MODULES}
     low_bit = wt < 32 and fm < 32
     macs = sum(by_module.values())
@@ -301,10 +336,10 @@ def model_cost(arch: str, scale: int, bits="32/32/32", lr_size=None, blocks=None
         arch=arch, scale=scale, bits=(wt, fm, sc), lr_size=lr_size, blocks=blocks,
         channels=channels, layers=layers, macs=macs, macs_by_module=by_module,
         flops=0 if low_bit else macs,
-        bops=macs * wt * fm if low_bit else 0,
+        bops=sum(r.macs * wt * r.read_bits for r in layers if r.kind == "conv") if low_bit else 0,
         ops=sum((r.ops for r in layers), Fraction(0)),
         peak_maps=peak_maps, peak_memory_bits=peak_maps * map_bits,
-        live_peak_bits=max(r.live_bits for r in layers))
+        live_peak_bits=max(r.live_bits for r in layers), requant_image=requant_image)
 
 
 def paper_figures(report: CostReport):
@@ -323,7 +358,8 @@ def format_report(report: CostReport, layers: bool = False) -> str:
     s = report.scale
     lines = [
         f"arch {report.arch}  x{s}  bits {wt}/{fm}/{sc} (wt/fm/sc)  "
-        f"LR {w}x{h} -> HR {w * s}x{h * s}  blocks {report.blocks}  channels {report.channels}",
+        f"LR {w}x{h} -> HR {w * s}x{h * s}  blocks {report.blocks}  channels {report.channels}"
+        + ("  image requantized to fm bits" if report.requant_image else ""),
         f"multiplications          {report.macs / 1e9:12.3f} G",
     ]
     names = {"E": "feature extraction", "M": "nonlinear mapping", "R": "reconstruction"}
@@ -333,7 +369,7 @@ def format_report(report: CostReport, layers: bool = False) -> str:
     lines += [
         f"  E + R share of FLOPs                      {100 * report.share_er:6.2f} %",
         f"FLOPs (full-precision)   {report.flops / 1e9:12.3f} G",
-        f"BOPs (MACs * wt * fm)    {report.bops / 1e9:12.3f} G",
+        f"BOPs (MACs*wt*in bits)   {report.bops / 1e9:12.3f} G",
         f"OPs (BOPs/64*M + FLOPs)  {report.ops_g:12.3f} G",
         f"peak memory (paper)      {report.peak_memory_mb:12.3f} MB"
         f"  ({report.peak_maps} maps {report.channels}x{h}x{w})",
@@ -346,6 +382,9 @@ def format_report(report: CostReport, layers: bool = False) -> str:
                      f"Memo {mem_p:.3f} MB ({100 * (report.peak_memory_mb / mem_p - 1):+.4f} %)")
         if report.arch == "fqsr_lite":
             lines.append("  (the paper costs Lite as E + R + 10/16 of the 16-block M; docs/SPEC.md, section 8)")
+        if not report.requant_image and report.layers[0].bits != max(wt, fm):
+            lines.append("  (the head reads the 8-bit image, M = max(wt, 8); the paper's uniform M: "
+                         "--requant-image)")
     if layers:
         lines.append(f"{'op':<18}{'mod':>4}{'c_in':>6}{'c_out':>6}{'k':>3}{'out HxW':>12}"
                      f"{'MACs (G)':>11}{'M':>4}{'OPs (G)':>10}{'live (MB)':>11}")
@@ -373,11 +412,14 @@ def main(argv=None) -> int:
     parser.add_argument("--channels", type=int, default=None, help="feature channels (default 64)")
     parser.add_argument("--lr-size", default=None,
                         help="LR input WxH (default: DIV2K 2040x1356 divided by the scale)")
+    parser.add_argument("--requant-image", action="store_true",
+                        help="the head reads the image requantized to fm bits "
+                             "(default: its 8-bit codes)")
     parser.add_argument("--layers", action="store_true", help="also print one row per op")
     args = parser.parse_args(argv)
     try:
         report = model_cost(args.arch, args.scale, args.bits, args.lr_size, args.blocks,
-                            args.channels)
+                            args.channels, requant_image=args.requant_image)
     except ValueError as exc:
         parser.error(str(exc))
     print(format_report(report, layers=args.layers))

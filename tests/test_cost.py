@@ -6,6 +6,11 @@ the paper truncates every layer's figure to 0.001 G (every feature map's to
 0.001 MB) before summing them, so a sum of n terms, scaled by f (= M/64 for an
 M-bit row) and rounded to 3 decimals, sits at most n * 0.001 * f + 0.0005 below
 ours and at most 0.0005 above.
+
+Table 2 costs every conv of a model at one M; ours does with requant_image=True.
+By default the head of a low-bit model reads the image's 8-bit codes, so its M
+is max(wt, 8): those rows are checked against the paper with requant_image=True
+and against the per-conv rule by default.
 """
 import subprocess
 import sys
@@ -42,6 +47,23 @@ def m_factor(bits):
     return Fraction(max(wt, fm), 64) if max(wt, fm) < 32 else Fraction(1)
 
 
+def head_macs(report):
+    head = report.layers[0]
+    assert (head.name, head.module) == ("head", "E")
+    return head.macs
+
+
+def expected_ops(report, requant_image=False):
+    """OPs by the per-conv rule: M = max(wt, fm), the head's max(wt, 8) in a
+    low-bit model unless requant_image; MACs for full-precision convs."""
+    wt, fm, _ = report.bits
+    if not (wt < 32 and fm < 32):
+        return Fraction(report.macs)
+    head = head_macs(report)
+    head_reads = fm if requant_image else 8
+    return Fraction((report.macs - head) * max(wt, fm) + head * max(wt, head_reads), 64)
+
+
 def assert_within_truncation(ours, paper, n_terms, factor=1, what=""):
     """Paper = round3(factor * sum of n terms each truncated to 3 decimals)."""
     gap = ours - paper
@@ -68,13 +90,70 @@ REPRODUCED = [k for k in PAPER_TABLE2 if k[0] != "fqsr_lite"]
 
 @pytest.mark.parametrize("arch,scale,bits", REPRODUCED)
 def test_table2_ops_pinned_and_within_truncation(arch, scale, bits):
-    r = model_cost(arch, scale, bits)
+    # The paper's uniform M: the head reads the image requantized to fm bits.
+    r = model_cost(arch, scale, bits, requant_image=True)
     factor = m_factor(bits)
     assert r.macs == PINNED_MACS[(arch, scale)]
     assert r.ops == r.macs * factor  # every conv at the same M, or all FP
     ops_paper, _ = PAPER_TABLE2[(arch, scale, bits)]
     assert_within_truncation(r.ops_g, ops_paper, n_convs(r), factor, f"OPs {arch} x{scale} {bits}")
     assert 0 < r.ops_g / ops_paper - 1 < 4e-5
+    # Default: the head reads the 8-bit image codes, M = max(wt, 8) for it.
+    d = model_cost(arch, scale, bits)
+    assert d.macs == r.macs
+    assert d.ops == expected_ops(d)
+    wt, fm, _ = d.bits
+    head_extra = Fraction(head_macs(d) * (max(wt, 8) - max(wt, fm)), 64) if fm < 32 else 0
+    assert d.ops == r.ops + head_extra
+
+
+# Before the head read the 8-bit image codes: OPs and bops of every quantized
+# row of Table 2, as integers (OPs are whole numbers here).
+OLD_FIGURES = {
+    (2, "4/4/8"): (62315088480, 15952662650880), (2, "4/4/32"): (62315088480, 15952662650880),
+    (2, "6/6/8"): (93472632720, 35893490964480), (2, "8/8/8"): (124630176960, 63810650603520),
+    (2, "8/8/32"): (124630176960, 63810650603520),
+    (4, "4/4/8"): (23968778040, 6136007178240), (4, "4/4/32"): (23968778040, 6136007178240),
+    (4, "6/6/8"): (35953167060, 13806016151040), (4, "8/8/8"): (47937556080, 24544028712960),
+    (4, "8/8/32"): (47937556080, 24544028712960),
+}
+
+
+@pytest.mark.parametrize("scale,bits", list(OLD_FIGURES))
+def test_requant_image_reproduces_the_uniform_m_figures_exactly(scale, bits):
+    r = model_cost("srresnet", scale, bits, requant_image=True)
+    assert (r.ops, r.bops) == OLD_FIGURES[(scale, bits)]
+    assert all(l.bits == max(r.bits[:2]) for l in r.layers if l.kind == "conv")
+
+
+def test_head_bits_are_max_wt_8_by_default_and_fm_with_requant_image():
+    d = model_cost("srresnet", 2, "4/4/8")
+    q = model_cost("srresnet", 2, "4/4/8", requant_image=True)
+    assert (d.layers[0].name, d.layers[0].bits, d.layers[0].read_bits) == ("head", max(4, 8), 8)
+    assert (q.layers[0].name, q.layers[0].bits, q.layers[0].read_bits) == ("head", 4, 4)
+    assert (d.requant_image, q.requant_image) == (False, True)
+    # Every other conv reads fm bits either way.
+    for a, b in zip(d.layers[1:], q.layers[1:]):
+        assert a == b
+        assert (a.bits, a.read_bits) == ((4, 4) if a.kind == "conv" else (0, 0))
+    # wt > 8: the head's M is wt, it still reads 8 bits.
+    w = model_cost("srresnet", 2, "16/4/8").layers[0]
+    assert (w.bits, w.read_bits) == (16, 8)
+    # Full precision: nothing changes.
+    fp, fpq = model_cost("srresnet", 2), model_cost("srresnet", 2, requant_image=True)
+    assert (fp.layers[0].bits, fp.ops, fp.bops) == (32, fpq.ops, fpq.bops) == (32, fp.macs, 0)
+
+
+def test_bops_srresnet_x2_448_head_is_8_by_4_bits():
+    r = model_cost("srresnet", 2, "4/4/8")
+    convs = [l for l in r.layers if l.kind == "conv"]
+    head, rest = convs[0], convs[1:]
+    assert head.name == "head" and head.macs == 15552 * P2
+    assert r.bops == sum(l.macs for l in rest) * 4 * 4 + head.macs * 4 * 8
+    assert r.bops == (SRRESNET_X2 - 15552) * P2 * 16 + 15552 * P2 * 32 == 16124744908800
+    assert r.ops == 62987284800  # 62315088480 + head MACs * 4/64
+    e = model_cost("srresnet", 2, "8/8/8")
+    assert (e.ops, e.bops) == OLD_FIGURES[(2, "8/8/8")]  # the head was 8 x 8 already
 
 
 @pytest.mark.parametrize("arch,scale,bits", list(PAPER_TABLE2))
@@ -115,11 +194,14 @@ def test_fp_memory_is_three_truncated_maps():
 def test_fqsr_lite_gap_is_the_mapping_module_scaled_by_10_16(scale, ours_per_pixel, pixels, rel_gap):
     # Ours: 10 blocks + the trunk conv = 21 convs in M. The paper's figure is
     # E + R + 10/16 of the 16-block M (33 * 10/16 = 20.625 convs).
-    lite = model_cost("fqsr_lite", scale, "6/6/8")
+    # The paper's uniform M (requant_image); by default the head adds its MACs * 2/64.
+    lite = model_cost("fqsr_lite", scale, "6/6/8", requant_image=True)
     assert lite.macs == ours_per_pixel * pixels
     ops_paper, _ = PAPER_TABLE2[("fqsr_lite", scale, "6/6/8")]
     assert lite.ops_g / ops_paper - 1 == pytest.approx(rel_gap, abs=5e-5)
-    full = model_cost("srresnet", scale, "6/6/8")
+    default = model_cost("fqsr_lite", scale, "6/6/8")
+    assert default.ops == lite.ops + Fraction(15552 * pixels * (8 - 6), 64) == expected_ops(default)
+    full = model_cost("srresnet", scale, "6/6/8", requant_image=True)
     m16 = full.macs_by_module["M"]
     scaled = (full.macs_by_module["E"] + full.macs_by_module["R"] + Fraction(10, 16) * m16) * Fraction(6, 64)
     assert_within_truncation(float(scaled) / 1e9, ops_paper, n_convs(full), Fraction(6, 64), "Lite as 10/16 M")
@@ -184,15 +266,21 @@ def closed_form_macs_per_pixel(arch, scale, blocks, c):
        scale=st.sampled_from([2, 3, 4]), blocks=st.integers(0, 20), c=st.integers(1, 96),
        w=st.integers(1, 300), h=st.integers(1, 300),
        wt=st.sampled_from([1, 2, 4, 6, 8, 16, 32]), fm=st.sampled_from([2, 4, 8, 32]),
-       sc=st.sampled_from([4, 8, 32]))
-def test_graph_walk_matches_closed_form(arch, scale, blocks, c, w, h, wt, fm, sc):
+       sc=st.sampled_from([4, 8, 32]), requant=st.booleans())
+def test_graph_walk_matches_closed_form(arch, scale, blocks, c, w, h, wt, fm, sc, requant):
     blocks = 0 if arch == "srresnet_wo_m" else blocks
-    r = model_cost(arch, scale, (wt, fm, sc), (w, h), blocks, c)
+    r = model_cost(arch, scale, (wt, fm, sc), (w, h), blocks, c, requant_image=requant)
     assert r.macs == closed_form_macs_per_pixel(arch, scale, blocks, c) * w * h
     assert sum(r.macs_by_module.values()) == r.macs
     low_bit = wt < 32 and fm < 32
-    assert r.ops == (Fraction(r.macs * max(wt, fm), 64) if low_bit else r.macs)
-    assert (r.flops, r.bops) == ((0, r.macs * wt * fm) if low_bit else (r.macs, 0))
+    head = (3 if arch == "edsr" else 9) ** 2 * 3 * c * w * h
+    assert r.macs_by_module["E"] == head_macs(r) == head
+    head_reads = fm if requant else 8
+    assert r.ops == (Fraction((r.macs - head) * max(wt, fm) + head * max(wt, head_reads), 64)
+                     if low_bit else r.macs)
+    assert r.ops == expected_ops(r, requant)
+    assert (r.flops, r.bops) == ((0, (r.macs - head) * wt * fm + head * wt * head_reads)
+                                 if low_bit else (r.macs, 0))
     # The paper's peak counts maps of C x H_lr x W_lr.
     if arch == "srresnet_wo_m":
         assert r.peak_memory_bits == fm * c * w * h
@@ -263,6 +351,27 @@ def test_cli_prints_ops_memory_and_shares(capsys):
     assert "peak memory (paper)           132.780 MB" in out
     assert "E + R share of FLOPs" in out and "15.62 %" in out
     assert "paper, Table 2: OPs 124.627 G" in out
+
+
+def test_cli_requant_image(capsys):
+    argv = ["--arch", "srresnet", "--scale", "2", "--bits", "4/4/8"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "OPs (BOPs/64*M + FLOPs)        62.987 G" in out
+    assert "BOPs (MACs*wt*in bits)      16124.745 G" in out
+    assert "image requantized" not in out
+    assert "paper, Table 2: OPs 62.314 G (+1.0805 %)" in out
+    assert "the paper's uniform M: --requant-image" in out
+    assert main([*argv, "--requant-image"]) == 0
+    out = capsys.readouterr().out
+    assert "OPs (BOPs/64*M + FLOPs)        62.315 G" in out
+    assert "BOPs (MACs*wt*in bits)      15952.663 G" in out
+    assert "image requantized to fm bits" in out
+    assert "paper, Table 2: OPs 62.314 G (+0.0017 %)" in out
+    assert "uniform M" not in out
+    proc = subprocess.run([sys.executable, "-m", "fqsr_ref.cost", "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "--requant-image" in proc.stdout
 
 
 def test_cli_layers_table(capsys):

@@ -81,6 +81,13 @@ def train_all(args, arch):
     return models
 
 
+def never_learned(ckpt):
+    """'k of n': parameters whose Adam second moment is still all zero (never a non-zero
+    gradient in the run), of all."""
+    dead = sum(not np.any(ckpt.adam["v/" + k]) for k in ckpt.params)
+    return f"{dead} of {len(ckpt.params)}"
+
+
 def evaluate(models):
     scores = {}
     for name, ckpt in models.items():
@@ -99,12 +106,12 @@ def psnr_of(scores, name):
     return scores["FP"].bicubic_psnr if name == "bicubic" else scores[name].psnr
 
 
-def write_markdown(path, all_scores, args, minutes):
+def write_markdown(path, all_scores, args):
     lines = [
         "# The paper's Tables 2, 3 and 5 at tiny scale",
         "",
-        f"Made by `python tools/reproduce.py --fp-steps {args.fp_steps} --steps {args.steps}` "
-        f"({minutes:.0f} minutes on a 2-core CPU, the two architectures side by side). Models: "
+        f"Made by `python tools/reproduce.py --fp-steps {args.fp_steps} --steps {args.steps} "
+        "--jobs 2` (12 minutes on a 2-core CPU, the two architectures side by side). Models: "
         "SRResNet and EDSR-baseline x2 with 16 channels and 2 blocks (the paper: 64 channels, "
         f"16 blocks), trained on procedural images only ({args.fp_steps} full-precision steps "
         f"on [0, 1] pixels, then {args.steps} quantized fine-tuning steps per row on 0..255 "
@@ -115,13 +122,14 @@ def write_markdown(path, all_scores, args, minutes):
         "trained 300 epochs on DIV2K. Compare gains over bicubic, not absolute PSNR: the "
         "test images differ.",
     ]
-    for arch, scores in all_scores.items():
+    for arch, (scores, dead) in all_scores.items():
         bic = scores["FP"]
         lines += [
             "", f"## {arch} ({TABLE[arch]})", "",
-            "| run | DAIA | SQCL | PSNR | SSIM | gain over bicubic | paper Set5 PSNR | SSIM | paper gain |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-            f"| bicubic | | | {bic.bicubic_psnr:.3f} | {bic.bicubic_ssim:.4f} | 0 | "
+            "| run | DAIA | SQCL | never learned | PSNR | SSIM | gain over bicubic | "
+            "paper Set5 PSNR | SSIM | paper gain |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| bicubic | | | | {bic.bicubic_psnr:.3f} | {bic.bicubic_ssim:.4f} | 0 | "
             f"{PAPER_BICUBIC_SET5[0]:.3f} | {PAPER_BICUBIC_SET5[1]:.3f} | 0 |",
         ]
         for name, bits, warmup, alpha, paper in runs(arch):
@@ -129,7 +137,8 @@ def write_markdown(path, all_scores, args, minutes):
             label = name if name == bits or name == "FP" else f"{name} ({bits})"
             quant = name != "FP"
             lines.append(f"| {label} | {'yes' if quant and warmup else 'no' if quant else ''} | "
-                         f"{'yes' if quant and alpha else 'no' if quant else ''} | {s.psnr:.3f} | "
+                         f"{'yes' if quant and alpha else 'no' if quant else ''} | "
+                         f"{dead[name]} | {s.psnr:.3f} | "
                          f"{s.ssim:.4f} | {s.psnr - s.bicubic_psnr:+.3f} | {paper[0]:.3f} | "
                          f"{paper[1]:.3f} | {paper[0] - PAPER_BICUBIC_SET5[0]:+.3f} |")
         lines += ["", "A1 and A2 are Table 5's rows 1 and 2 (at 4/4/32); row 3 is the 4/4/32 run.",
@@ -195,7 +204,9 @@ def write_plot(path, scores, arch):
 
 
 def train_and_score(args, arch):
-    return evaluate(train_all(args, arch))
+    """(scores, parameters that never learned) of every run of one architecture."""
+    models = train_all(args, arch)
+    return evaluate(models), {name: never_learned(ckpt) for name, ckpt in models.items()}
 
 
 def main():
@@ -215,8 +226,8 @@ def main():
         results = pool.starmap(train_and_score, [(args, arch) for arch in args.arch])
     all_scores = dict(zip(args.arch, results))
     minutes = (time.time() - t0) / 60
-    write_markdown(os.path.join(args.docs, "results.md"), all_scores, args, minutes)
-    for arch, scores in all_scores.items():
+    write_markdown(os.path.join(args.docs, "results.md"), all_scores, args)
+    for arch, (scores, _) in all_scores.items():
         write_plot(os.path.join(args.docs, f"results_{arch}.png"), scores, arch)
     print(f"wrote {args.docs}/results.md and its plots ({minutes:.0f} min)")
 
