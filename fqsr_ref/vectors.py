@@ -39,7 +39,7 @@ import numpy as np
 
 from .integer.bitplane import bitplane_partials, plane_weights
 from .integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, Tensor, convert
-from .integer.requant import multiply_by_quantized_multiplier, rounding_right_shift
+from .integer.requant import code_dtype, multiply_by_quantized_multiplier, rounding_right_shift
 from .integer.run import run_ops
 from .models.config import ModelConfig
 from .models.graph import code_scale
@@ -88,13 +88,8 @@ class Stimulus(NamedTuple):
 # ---------------------------------------------------------------------------
 
 def storage_dtype(qmin: int, qmax: int) -> np.dtype:
-    """The dtype a code tensor is stored in: the first of int8, uint8, int16, int32
-    that holds [qmin, qmax] (so 8-bit images are uint8, 4-bit codes int8)."""
-    for dt in (np.int8, np.uint8, np.int16, np.int32):
-        info = np.iinfo(dt)
-        if info.min <= qmin and qmax <= info.max:
-            return np.dtype(dt)
-    raise ValueError(f"vectors: code range [{qmin}, {qmax}] does not fit int32")
+    """The dtype a code tensor is stored in: the integer model's (SPEC 1, code_dtype)."""
+    return np.dtype(code_dtype(qmin, qmax))
 
 
 def little_endian(arr: np.ndarray) -> np.ndarray:

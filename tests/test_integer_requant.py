@@ -143,7 +143,7 @@ def test_saturate_and_code_dtype():
     x = np.array([-1000, -129, -128, 0, 127, 128, 1000], dtype=np.int64)
     assert saturate(x, -128, 127).tolist() == [-128, -128, -128, 0, 127, 127, 127]
     assert saturate(x, -128, 127).dtype == np.int8
-    assert code_dtype(0, 255) == np.int16
+    assert code_dtype(0, 255) == np.uint8 and code_dtype(-1, 255) == np.int16
     assert code_dtype(-(1 << 15), (1 << 15) - 1) == np.int16
     assert code_dtype(0, 1 << 16) == np.int32
     with pytest.raises(ValueError):

@@ -91,10 +91,12 @@ def acc_dtype(bound: int) -> type:
 
 
 def code_dtype(qmin: int, qmax: int) -> type:
-    """Narrowest of int8, int16, int32 that holds every code in [qmin, qmax]."""
+    """The storage dtype of codes in [qmin, qmax] (SPEC 1): the first of int8, uint8,
+    int16, int32 that holds the range (the 8-bit image is uint8, 4- and 8-bit signed
+    codes int8)."""
     if qmin > qmax:
         raise ValueError(f"code_dtype: empty code range [{qmin}, {qmax}]")
-    for dt in (np.int8, np.int16, np.int32):
+    for dt in (np.int8, np.uint8, np.int16, np.int32):
         info = np.iinfo(dt)
         if info.min <= qmin and qmax <= info.max:
             return dt
