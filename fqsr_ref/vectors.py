@@ -49,6 +49,7 @@ SCHEMA_VERSION = 1
 FORMATS = ("npy", "bin", "hex")
 REPO_VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 BUNDLED_BITS = ("4/4/8", "8/8/8")
+CORNER_BITS = ("4/4/8", "16/16/16")   # the constructed sets of fqsr_ref/corner.py
 # The natural stimulus: a crop around the cat's eye of one bundled photograph.
 DEFAULT_PHOTO = "chelsea.png"
 DEFAULT_CROP_ORIGIN = (60, 52)   # (row, column) of the top-left pixel: pupil, highlight, iris
@@ -241,6 +242,15 @@ def bundled_dir(bits: str = "4/4/8") -> Path:
     return REPO_VECTORS / f"srresnet_x2_{bits.replace('/', '-')}"
 
 
+def corner_dir(bits: str) -> Path:
+    return REPO_VECTORS / f"corner_x2_{bits.replace('/', '-')}"
+
+
+def committed_dirs() -> list:
+    """Every committed set: the trained ones and the constructed corner ones."""
+    return [bundled_dir(b) for b in BUNDLED_BITS] + [corner_dir(b) for b in CORNER_BITS]
+
+
 def bundled_model(bits: str = "4/4/8") -> VectorModel:
     """The tiny SRResNet x2 (16 channels, 2 blocks) stored in vectors/ (source checkout)."""
     if bits not in BUNDLED_BITS:
@@ -268,6 +278,41 @@ def unclamped(op, codes: dict, acc: np.ndarray | None) -> np.ndarray:
             b = np.maximum(b, 0)
         return rounding_right_shift(x * op.multiplier + b * op.branch_multiplier, 31 - op.shift)
     raise ValueError(f"vectors: op {op.name!r} of kind {op.kind!r} has no clamp")
+
+
+def rounding_operands(op, codes: dict, acc: np.ndarray | None):
+    """[(p, n)]: the int64 products an op rounds, round_half_up(p / 2^n) (SPEC 6.4),
+    each with its shift n; the elements of p are those the rule applies to."""
+    if isinstance(op, ConvOp):
+        acc = acc.astype(np.int64)
+        return [(acc[acc >= 0] * op.multiplier, 31 - op.shift),
+                (op.neg_sign * acc[acc < 0] * op.neg_multiplier, 31 - op.neg_shift)]
+    x = codes[op.input].astype(np.int64)
+    if isinstance(op, RequantOp):
+        return [(x * op.multiplier, 31 - op.shift)]
+    b = codes[op.branch].astype(np.int64)
+    if op.branch_relu:
+        b = np.maximum(b, 0)
+    return [(x * op.multiplier + b * op.branch_multiplier, 31 - op.shift)]
+
+
+def coverage(op, codes: dict, acc: np.ndarray | None) -> dict:
+    """What one op's vectors exercise: exact rounding ties (p / 2^n an odd multiple of
+    1/2) of both signs; negative accumulators (a conv's negative side: PReLU's second
+    multiplier); non-zero and negative branch codes of an add (its branch and ReLU)."""
+    tie_pos = tie_neg = 0
+    for p, n in rounding_operands(op, codes, acc):
+        if n > 0:
+            tie = (p & np.int64((1 << n) - 1)) == (1 << (n - 1))
+            tie_pos += int((tie & (p > 0)).sum())
+            tie_neg += int((tie & (p < 0)).sum())
+    c = dict(ties_positive=tie_pos, ties_negative=tie_neg)
+    if isinstance(op, ConvOp):
+        c["negative_acc"] = int((acc < 0).sum())
+    if isinstance(op, AddOp):
+        b = codes[op.branch]
+        c.update(branch_nonzero=int((b != 0).sum()), branch_negative=int((b < 0).sum()))
+    return c
 
 
 def rebuild_accumulator(pop: np.ndarray, a_signed: bool, b_signed: bool, bias: int) -> int:
@@ -408,7 +453,7 @@ def stimulus_vectors(vm: VectorModel, tensors: dict, stim: Stimulus, b: Builder)
                          f"got {codes.dtype} {codes.shape}")
     record = {}
     out = run_ops(model, codes, "plain", record)
-    shapes, saturation, planes = {}, {}, {}
+    shapes, saturation, covered, planes = {}, {}, {}, {}
     for name, arr in out.items():
         stored = arr.astype(tensors[name]["dtype"])
         if not np.array_equal(stored, arr):
@@ -430,8 +475,9 @@ def stimulus_vectors(vm: VectorModel, tensors: dict, stim: Stimulus, b: Builder)
             raise AssertionError(f"vectors: op {op.name}: the recorded clamp disagrees with run_ops")
         saturation[op.name] = dict(low=int((v < t.qmin).sum()), high=int((v > t.qmax).sum()),
                                    of=int(v.size))
+        covered[op.name] = coverage(op, out, acc)
     return dict(description=stim.description, formats=sorted(stim.formats), shapes=shapes,
-                saturation=saturation, bitplane=planes)
+                saturation=saturation, coverage=covered, bitplane=planes)
 
 
 def plane_vectors(model: IntModel, op: ConvOp, x: np.ndarray, acc: np.ndarray,
@@ -672,6 +718,9 @@ def build_parser():
     p.add_argument("--untrained", action="store_true",
                    help="build the untrained tiny model of --bits (how the bundled sets were first made)")
     p.add_argument("--bits", default="4/4/8", choices=BUNDLED_BITS, help="which bundled model (default 4/4/8)")
+    p.add_argument("--corner", metavar="BITS",
+                   help="build the constructed corner model of BITS (fqsr_ref/corner.py: every "
+                        "rounding ratio a power of two, so exact ties occur), e.g. 4/4/8 or 16/16/16")
     p.add_argument("--image", help=f"image for the natural stimulus (default: photos/{DEFAULT_PHOTO})")
     p.add_argument("--crop", default=None, help="ROW,COL of the natural crop (default: "
                    f"{DEFAULT_CROP_ORIGIN[0]},{DEFAULT_CROP_ORIGIN[1]} for the default photo, else centred)")
@@ -728,6 +777,10 @@ def run(args) -> int:
         raise ValueError(f"--size {args.size} and --stimulus-size {args.stimulus_size} must be >= 1")
     if args.checkpoint:
         vm = from_checkpoint(args.checkpoint)
+    elif args.corner:
+        from .corner import SEED, corner_model
+        vm = from_params(*corner_model(args.corner),
+                         f"constructed corner model {args.corner} (fqsr_ref/corner.py, seed {SEED})")
     elif args.untrained:
         vm = untrained_model(args.bits)
     else:

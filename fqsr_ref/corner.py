@@ -1,0 +1,133 @@
+"""Constructed models whose integer arithmetic hits every rule of SPEC 6.
+
+Trained models never produce an exact rounding tie: their multipliers are 31-bit
+approximations of arbitrary ratios, so acc * M lands on a half only by accident (0
+ties in ~435k roundings of the first committed sets). A corner model is built, not
+trained, so that every ratio is a power of two:
+
+- every scale s = I / n is k 2^e with k in {1, 3, 9, 27}, exact in binary (the
+  image's is 1 on 0..255 pixels);
+- every conv maps its accumulator scale to its output scale by 1/2 (3/4 where 1/2
+  would need a weight scale with a factor 1/3), so y = acc / 2 rounds half up at
+  every odd accumulator, of both signs;
+- PReLU slopes are 1/4, -1/2 (NEG_SIGN -1) and 1/2: the negative side rounds
+  |a| acc / 2 on ties too;
+- every requantization of a skip to fm bits halves it; every add computes
+  3 a / 2 + 3 b / 4, which ties, saturates at both ends, and changes if the
+  operands are rounded separately or share one multiplier; the blocks have Eq. 7's
+  ReLU on the branch;
+- weight codes are mostly -1, 0 and 1 (so many outputs stay inside the code range
+  and round there), with two output channels per conv at the extreme codes +n and
+  -n (so the clamps saturate at both ends).
+
+At 16/16/16 the same construction needs int64 accumulators. The float parameters are chosen so that the
+quantizers reproduce the constructed codes exactly; `fqsr_ref.vectors --corner`
+converts them with the ordinary integer conversion.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from .models import init_model, preset
+from .models.layers import out_format, reads_requantized
+from .models.srnet import bits_of, input_formats, layer_specs
+from .quant import QuantSpec
+from .quant.quantizer import levels
+
+CHANNELS, BLOCKS = 8, 2
+RATIOS = (Fraction(1, 2), Fraction(3, 4))
+PRELU = {"head": 0.25, "blocks.0.conv1": -0.5, "blocks.1.conv1": 0.5, "up.0": 0.25}
+SEED = 20261128
+
+
+def dyadic(x: Fraction) -> bool:
+    """x = k / 2^e: exact in binary floating point."""
+    return x.denominator & (x.denominator - 1) == 0
+
+
+def corner_model(bits: str = "4/4/8", seed: int = SEED):
+    """(cfg, params, state) of the constructed SRResNet x2 (8 channels, 2 blocks)."""
+    cfg = preset("srresnet", 2, bits, blocks=BLOCKS, channels=CHANNELS, branch_relu=True)
+    params, state = init_model(cfg, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    bits_d, L = bits_of(cfg), layer_specs(cfg)
+    scale = {"image.in": Fraction(1)}   # tensor (site) -> scale, exact
+
+    def activation(site, fmt, s: Fraction):
+        assert dyadic(s), (site, s)
+        params[site + ".interval"] = np.array(levels(QuantSpec(fmt.bits, fmt.signed))[0] * float(s))
+        scale[site] = s
+
+    def conv(spec, x_site, x_fmt, s_y: Fraction):
+        """Codes, bias and intervals of one conv reading x_site, writing at scale s_y."""
+        n = spec.name
+        s_x = scale[x_site]
+        if reads_requantized(spec, x_fmt, bits_d):
+            in_fmt = x_fmt._replace(bits=bits_d[spec.in_bits], site=n + ".in")
+            activation(n + ".in", in_fmt, 2 * s_x)      # the requantization halves the codes
+            s_x = scale[n + ".in"]
+        # acc scale -> output scale by 1/2, or by 3/4 where 1/2 would need a weight
+        # scale with a factor 1/3 (not exact in binary).
+        ratio = next(r for r in RATIOS if dyadic(r * s_y / s_x))
+        s_w = ratio * s_y / s_x
+        n_w = levels(QuantSpec(cfg.wt, True))[0]
+        params[n + ".w.interval"] = np.array(n_w * float(s_w))
+        codes = weight_codes(rng, (spec.cout, spec.cin, spec.k, spec.k), n_w)
+        params[n + ".w"] = codes * float(s_w)
+        bias = rng.integers(-3, 4, spec.cout)
+        if spec.out_bits is None:
+            bias[0] = 4 * 255    # the tail's channel 0 saturates the image high, too
+        bias = bias * float(s_x * s_w)
+        if spec.bn:
+            params[n + ".gamma"] = np.ones(spec.cout)
+            params[n + ".beta"] = bias
+            state[n + ".bn_mean"] = np.zeros(spec.cout)
+            state[n + ".bn_var"] = np.full(spec.cout, 1.0 - cfg.bn_eps)
+        else:
+            params[n + ".b"] = bias
+        if spec.act == "prelu":
+            params[n + ".prelu"] = np.full(1, PRELU[n])
+        y_fmt = out_format(spec, bits_d)
+        if spec.out_bits is not None:
+            activation(n + ".out", y_fmt, s_y)
+        return n + ".out", y_fmt
+
+    def add(site, s_a: Fraction):
+        """y = 3/2 a + 3/4 b: ties, saturates, and rounds the sum, not the operands."""
+        s_y = s_a * Fraction(2, 3)
+        activation(site + ".out", skip_fmt._replace(site=site + ".out"), s_y)
+        return site + ".out", s_y * Fraction(3, 4)   # (output, the branch's scale)
+
+    # Three adds each divide the skip scale by 3/2: the head's scale carries 3^3.
+    s_head = Fraction(27, 2 ** 7)
+    skip, skip_fmt = conv(L.head, "image.in", dict(input_formats(cfg))[L.head], s_head)
+    for i, (conv1, conv2) in enumerate(L.blocks):
+        s_a = scale[skip]
+        t, t_fmt = conv(conv1, skip, skip_fmt, s_a)
+        out, s_branch = add(f"blocks.{i}.add", s_a)
+        conv(conv2, t, t_fmt, s_branch)
+        skip = out
+    long_out, s_branch = add("long_add", s_head)
+    conv(L.trunk, skip, skip_fmt, s_branch)
+    u, fmt = long_out, skip_fmt
+    for spec in L.up:
+        u, fmt = conv(spec, u, fmt, Fraction(3, 2 ** 4))
+    conv(L.tail, u, fmt, Fraction(1))                  # image.out: s = 1 on 0..255 pixels
+    for key in [k for k in state if k.endswith(".daia_count")]:
+        state[key] = np.asarray(10 ** 6, dtype=state[key].dtype)   # warm-up long over
+    return cfg, params, state
+
+
+def weight_codes(rng, shape, n):
+    """Mostly -1, 0, 1, so that many outputs stay inside the code range and round
+    there; output channel 0 has four taps at +n and channel 1 four at -n, so that the
+    clamps saturate at both ends. At 16 bits those channels reach accumulators of
+    2^31 to 2^33: beyond int32, within the int64 product acc * M of SPEC 6.4."""
+    codes = rng.choice([-1, 0, 0, 1], size=shape)
+    for channel, code in ((0, n), (1, -n)):
+        taps = np.zeros(codes[channel].size, codes.dtype)
+        taps[rng.choice(taps.size, 4, replace=False)] = code
+        codes[channel] = taps.reshape(codes[channel].shape)
+    return codes
