@@ -45,9 +45,9 @@ def assert_all_pass(golden, port):
     assert "FAIL  " not in text and "missing" not in text
 
 
-@pytest.mark.parametrize("bits", V.BUNDLED_BITS)
-def test_port_passes_the_committed_sets(port_binary, tmp_path, bits):
-    golden = V.bundled_dir(bits)
+@pytest.mark.parametrize("golden", V.committed_dirs(), ids=[d.name for d in V.committed_dirs()])
+def test_port_passes_the_committed_sets(port_binary, tmp_path, golden):
+    """The corner sets included: exact ties, both saturations, int64 accumulators."""
     assert_all_pass(golden, run_port(port_binary, golden, tmp_path / "port"))
 
 

@@ -87,13 +87,15 @@ static int64_t rounding_right_shift(int64_t v, int n)
     return q;
 }
 
-/* round_half_up(x * mult / 2^(31 - shift)). The manifest's acc_bound proves
- * |x| * mult + 2^(n-1) < 2^63; the check makes a broken model fail loudly. */
+/* round_half_up(x * mult / 2^(31 - shift)), exact while |x| * mult + 2^(n-1)
+ * fits int64 (SPEC 6.4); a value past that bound fails loudly. */
 static int64_t requant(int64_t x, int64_t mult, int shift)
 {
     int n = 31 - shift;
+    int64_t room;
     if (n < 0 || n > 62) die("shift out of range", NULL);
-    if (mult > 0 && (x > INT64_MAX / mult / 2 || x < -(INT64_MAX / mult / 2)))
+    room = INT64_MAX - (n > 0 ? (int64_t)1 << (n - 1) : 0);
+    if (mult > 0 && (x > room / mult || x < -(room / mult)))
         die("requantization would overflow int64", NULL);
     return rounding_right_shift(x * mult, n);
 }
