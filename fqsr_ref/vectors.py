@@ -398,7 +398,8 @@ def model_text(model: IntModel, tensors: dict, stimuli) -> str:
              f"fqsr_model {SCHEMA_VERSION}"]
     for name, t in sorted(tensors.items()):
         if t["kind"] == "codes":
-            lines.append(f"tensor {name} {t['dtype']} {t['qmin']} {t['qmax']}")
+            lines.append(f"tensor {name} {t['dtype']} {t['qmin']} {t['qmax']} {t['bits']} "
+                         f"{int(t['signed'])}")
     for s in stimuli:
         lines.append("stimulus {} {} {} {} {}".format(s.name, *s.codes.shape))
     for op in model.ops:
@@ -406,7 +407,8 @@ def model_text(model: IntModel, tensors: dict, stimuli) -> str:
             cout, cin, k, _ = op.weight.shape
             lines.append(f"conv {op.name} {op.input} {op.output} {cout} {cin} {k} "
                          f"{op.weight.dtype.name} {op.bias.dtype.name} {op.acc_dtype} "
-                         f"{op.multiplier} {op.shift} {op.neg_multiplier} {op.neg_shift} {op.neg_sign}")
+                         f"{op.multiplier} {op.shift} {op.neg_multiplier} {op.neg_shift} {op.neg_sign} "
+                         f"{op.w_bits} {k // 2} 1 {op.acc_bound}")
         elif isinstance(op, RequantOp):
             lines.append(f"requant {op.name} {op.input} {op.output} {op.multiplier} {op.shift}")
         elif isinstance(op, AddOp):

@@ -434,8 +434,31 @@ def verify(golden_dir, port_dir, show: int = 8, out=None, require=()) -> int:
                 print(f"PASS  {stim:8s} {name:20s} {what}", file=out)
         if first_fail:
             describe(stim, *first_fail, out)
+    print_coverage(manifest, out)
     print(f"{passed} layers PASS, {failed} FAIL", file=out)
     return EXIT_PASS if failed == 0 else EXIT_FAIL
+
+
+COVERAGE = (("ties_positive", "ties+"), ("ties_negative", "ties-"), ("low", "sat lo"),
+            ("high", "sat hi"), ("negative_acc", "acc<0"), ("branch_negative", "branch<0"))
+
+
+def print_coverage(manifest: dict, out) -> None:
+    """What the golden vectors exercise, per op, summed over the stimuli (manifest
+    `coverage` and `saturation`): a PASS is worth the rules these counts reach."""
+    totals = {}
+    for entry in manifest["stimuli"].values():
+        for op, counts in entry.get("coverage", {}).items():
+            t = totals.setdefault(op, {})
+            for key, value in {**counts, **entry["saturation"].get(op, {})}.items():
+                t[key] = t.get(key, 0) + value
+    if not totals:
+        return
+    print("coverage (summed over the stimuli; '-' where the rule does not apply):", file=out)
+    print(f"  {'op':20s}" + "".join(f"{label:>9s}" for _, label in COVERAGE), file=out)
+    for op, t in totals.items():
+        cells = "".join(f"{t[key]:9d}" if key in t else f"{'-':>9s}" for key, _ in COVERAGE)
+        print(f"  {op:20s}{cells}", file=out)
 
 
 def describe(stim: str, layer: str, c: TensorCheck, out) -> None:

@@ -2,6 +2,7 @@
 directory that is corrupt, truncated, renamed, incomplete or points outside itself, and
 (issue 15) a port that tries to pass with golden data, wrong .npy headers, missing or
 garbage plane files, or $readmemh syntax."""
+import io
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from fqsr_ref import vectors as V
-from fqsr_ref.verify import EXIT_FAIL, EXIT_PASS, EXIT_UNUSABLE, main, verify
+from fqsr_ref.verify import EXIT_FAIL, EXIT_PASS, EXIT_UNUSABLE, main, print_coverage, verify
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -499,3 +500,14 @@ def test_hex_address_and_syntax_errors_name_the_line(committed, port, capsys, da
     code, out, _ = run(committed, port, capsys)
     assert code == EXIT_FAIL and out.count("FAIL  ") == 1
     assert f"FAIL  natural  head                 image.in: {port / 'natural' / 'image.in.hex'}: {message}" in out, out
+
+
+def test_verifier_prints_what_the_vectors_exercise():
+    """The coverage table: the trained sets show no tie; the corner set shows ties
+    at every rounding op (blocks.0.conv1's are all positive: its PReLU slope is < 0)."""
+    for vec_dir, has_ties in ((V.bundled_dir("4/4/8"), False), (V.corner_dir("4/4/8"), True)):
+        text = io.StringIO()
+        print_coverage(V.read_manifest(vec_dir), text)
+        rows = {r[0]: r[1:] for r in (line.split() for line in text.getvalue().splitlines()[2:])}
+        assert {"head", "blocks.0.add", "up.0.in", "tail"} <= set(rows)
+        assert all((int(r[0]) > 0) == has_ties for r in rows.values()), rows
