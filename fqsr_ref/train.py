@@ -43,9 +43,8 @@ PRESETS = {"srresnet": PAPER, "fqsr_lite": PAPER, "srgan": PAPER,
 # --tiny: a small fully quantized EDSR-baseline x2 that trains on procedural images
 # on a 2-core CPU and beats bicubic on real photographs; batch 8 of 12x12 LR patches
 # (in a fixed time, more and smaller steps train the tiny model further). EDSR, not
-# SRResNet: at this size SRResNet's BN (batch statistics of 8 tiny patches, then
-# folded into per-tensor weight intervals) costs it 0.4 dB in full precision and
-# 2 dB at 4/4/8 (measured: docs/results.md); `--tiny --arch srresnet` trains it.
+# SRResNet: at this size SRResNet is 0.3 dB worse in full precision and 2.6 dB at
+# 4/4/8 (docs/results.md); `--tiny --arch srresnet` trains it.
 TINY = dict(arch="edsr", bits="8/8/8", blocks=2, channels=16, fp_steps=5000, steps=800, batch=8,
             patch=12, lr=3e-3, ft_lr=1e-3, out="runs/tiny")
 # --tiny with wt or fm below 8 bits: the same model, fine-tuned longer.
@@ -188,9 +187,9 @@ def report(models, val_dir, scale, out_dir):
 
 
 def main(argv=None) -> int:
-    args = resolve(build_parser().parse_args(argv))
+    args = build_parser().parse_args(argv)
     try:
-        return run(args)
+        return run(resolve(args))
     except (TrainingDiverged, DeadParameters) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -156,7 +156,8 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     last = checkpoint(start) if start == 0 else None
     t0, last_report, done = time.perf_counter(), 0.0, 0
     interval_keys = [k for k in params if k.endswith(".interval")]
-    watch = DeadWatch(params, (opts.warmup if cfg.quantized else 0) + DEAD_WINDOW)
+    # The watch covers the first steps of a stage; a resumed run already passed them.
+    watch = DeadWatch(params if start == 0 else (), (opts.warmup if cfg.quantized else 0) + DEAD_WINDOW)
     for step in range(start, opts.steps):
         lr_batch, hr_batch = batch_for_step(source, opts, cfg.scale, step)
         with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below

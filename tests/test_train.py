@@ -96,6 +96,7 @@ def test_divergence_stops_and_keeps_the_last_checkpoint(tmp_path, val_dir, capsy
     (["--bits", "4/4/20"], "not in 1..16 or 32"),
     (["--train-dir", "/nonexistent/dir"], "/nonexistent/dir"),
     (["--val-dir", "/nonexistent/val"], "/nonexistent/val"),
+    (["--tiny", "--bits", "4/4"], "expected wt/fm/sc"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, capsys, args, message):
     assert train_main(["--out", str(tmp_path), "--steps", "1", *args]) == 2
