@@ -1,0 +1,112 @@
+"""Golden test vectors: every tensor of an integer-only model, written for ports.
+
+    python -m fqsr_ref.vectors --out DIR [--checkpoint CKPT | --model VECDIR | --untrained | --corner BITS]
+                               [--bits 4/4/8] [--image IMG] [--size 16]
+    python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR]
+    python -m fqsr_ref.vectors --check VECDIR
+
+The command line (run by __main__.py): a usage error is one line on stderr and
+exit code 2; --check exits 1 when the rebuilt set differs from the stored one.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .build import build_vectors, regenerate
+from .encodings import FORMATS
+from .sources import (BUNDLED_BITS, bundled_model, corner_vector_model, from_checkpoint, read_model,
+                      untrained_model)
+from .stimuli import DEFAULT_CROP_ORIGIN, DEFAULT_PHOTO, default_photo, default_stimuli
+from .store import compare_tree, write_tree
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="python -m fqsr_ref.vectors", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", help="vector directory to write (replaced atomically)")
+    p.add_argument("--checkpoint", help="quantized checkpoint (.npz) to convert; default: the bundled model")
+    p.add_argument("--model", help="take the integer model from this vector directory")
+    p.add_argument("--untrained", action="store_true",
+                   help="build the untrained tiny model of --bits (how the bundled sets were first made)")
+    p.add_argument("--bits", default="4/4/8", choices=BUNDLED_BITS, help="which bundled model (default 4/4/8)")
+    p.add_argument("--corner", metavar="BITS",
+                   help="build the constructed corner model of BITS (fqsr_ref/corner.py: every "
+                        "rounding ratio a power of two, so exact ties occur), e.g. 4/4/8 or 16/16/16")
+    p.add_argument("--image", help=f"image for the natural stimulus (default: photos/{DEFAULT_PHOTO})")
+    p.add_argument("--crop", default=None, help="ROW,COL of the natural crop (default: "
+                   f"{DEFAULT_CROP_ORIGIN[0]},{DEFAULT_CROP_ORIGIN[1]} for the default photo, else centred)")
+    p.add_argument("--size", type=int, default=16, help="natural crop side (default 16)")
+    p.add_argument("--stimulus-size", type=int, default=8, help="side of the synthetic stimuli (default 8)")
+    p.add_argument("--formats", default="npy,bin,hex", help="formats of the natural stimulus")
+    p.add_argument("--stimulus-formats", default="bin", help="formats of the synthetic stimuli")
+    p.add_argument("--regenerate", metavar="VECDIR",
+                   help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR)")
+    p.add_argument("--check", metavar="VECDIR",
+                   help="rebuild VECDIR in memory and compare byte for byte; exit 1 if it differs")
+    return p
+
+
+def parse_formats(text: str) -> tuple:
+    formats = tuple(sorted(set(f.strip() for f in text.split(",") if f.strip())))
+    if not formats or not set(formats) <= set(FORMATS):
+        raise ValueError(f"formats {text!r}: expected a comma list of {FORMATS}")
+    return formats
+
+
+def natural_image(args):
+    from ..data.images import read_image
+    if args.image is None:
+        image = default_photo()
+        origin = DEFAULT_CROP_ORIGIN
+    else:
+        image = read_image(args.image)
+        origin = ((image.shape[0] - args.size) // 2, (image.shape[1] - args.size) // 2)
+    if args.crop is not None:
+        try:
+            origin = tuple(int(v) for v in args.crop.split(","))
+            assert len(origin) == 2 and min(origin) >= 0
+        except (ValueError, AssertionError):
+            raise ValueError(f"--crop {args.crop!r}: expected ROW,COL, two integers >= 0") from None
+    return image, origin
+
+
+def run(args) -> int:
+    if args.check:
+        diff = compare_tree(args.check, regenerate(args.check))
+        for rel in diff:
+            print(f"differs: {rel}")
+        print(f"{args.check}: {'byte-identical' if not diff else f'{len(diff)} files differ'}")
+        return 1 if diff else 0
+    if args.regenerate:
+        out = write_tree(args.out or args.regenerate, regenerate(args.regenerate))
+        print(f"wrote {out}")
+        return 0
+    if not args.out:
+        raise ValueError("--out DIR is required (or --regenerate / --check)")
+    if min(args.size, args.stimulus_size) < 1:
+        raise ValueError(f"--size {args.size} and --stimulus-size {args.stimulus_size} must be >= 1")
+    if args.checkpoint:
+        vm = from_checkpoint(args.checkpoint)
+    elif args.corner:
+        vm = corner_vector_model(args.corner)
+    elif args.untrained:
+        vm = untrained_model(args.bits)
+    else:
+        vm = read_model(args.model) if args.model else bundled_model(args.bits)
+    image, origin = natural_image(args)
+    stimuli = default_stimuli(image, args.size, args.stimulus_size, parse_formats(args.formats),
+                              parse_formats(args.stimulus_formats), origin)
+    out = write_tree(args.out, build_vectors(vm, stimuli))
+    print(f"wrote {out}: {vm.model.config.arch} x{vm.model.config.scale} {vm.model.config.bits}, "
+          f"{len(vm.model.ops)} ops, stimuli {', '.join(s.name for s in stimuli)}")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
