@@ -213,3 +213,159 @@ def test_bundled_photos_load():
     for p in paths:
         img = read_image(p)
         assert img.shape == (240, 240, 3) and img.std() > 10
+
+
+# --- Decompression bombs, files that are not images, EXIF orientation -----------------------
+
+def _png_chunk(tag, data):
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _png_bomb(path, width, height, depth, colour_type=2):
+    """A PNG whose IHDR claims width x height but whose IDAT is a few kilobytes.
+
+    The IDAT holds (a small part of) the all-zero rows such an image would have:
+    a decoder that trusts the header allocates width * height pixels first.
+    """
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    idat = zlib.compress(bytes(1 + width * 3 * depth // 8) * 64, 9)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+                     + _png_chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("depth", [16, 8])
+def test_png_bomb_is_refused_before_decoding(tmp_path, depth):
+    import tracemalloc
+
+    bomb = _png_bomb(tmp_path / f"bomb{depth}.png", 20000, 20000, depth)
+    assert bomb.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError) as info:
+            read_image(bomb)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert f"bomb{depth}.png" in msg and "20000x20000" in msg and "89478485" in msg
+    assert peak < 50_000_000  # nothing near the 2.4 GB the header asks for was allocated
+
+
+def test_pixel_limit_is_pillows_default_and_applies_to_every_format(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import fqsr_ref.data.images as images
+
+    assert images.MAX_IMAGE_PIXELS == 89478485 == Image.MAX_IMAGE_PIXELS
+    rng = np.random.default_rng(4)
+    img = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    for ext in (".png", ".jpg", ".bmp"):
+        iio.imwrite(tmp_path / f"x{ext}", img)
+    _png16(tmp_path / "x16.png", np.ones((10, 12, 3), np.uint16), 2, [0])
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 120)  # exactly at the limit: accepted
+    for name in ("x.png", "x.jpg", "x.bmp", "x16.png"):
+        assert read_image(tmp_path / name).shape == (10, 12, 3)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 119)
+    for name in ("x.png", "x.jpg", "x.bmp", "x16.png"):
+        with pytest.raises(ValueError, match=rf"{name}.*12x10 .*limit of 119 pixels"):
+            read_image(tmp_path / name)
+
+
+def test_16bit_png_with_more_pixel_data_than_its_header_is_refused(tmp_path):
+    # a 4x4 header with 1000 rows of data: inflating all of it is a bomb of its own
+    ihdr = struct.pack(">IIBBBBB", 4, 4, 16, 2, 0, 0, 0)
+    idat = zlib.compress(bytes(1000 * (1 + 4 * 6)), 9)
+    (tmp_path / "long16.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+                                          + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    with pytest.raises(ValueError, match="long16.png.*not a readable PNG/JPEG/BMP image.*more"):
+        read_image(tmp_path / "long16.png")
+
+
+@pytest.mark.parametrize("name,content", [
+    ("text.png", b"this is not a picture\n" * 20),
+    ("text.jpg", b"hello"),
+    ("zero.bmp", bytes(100)),
+    ("half.png", b"\x89PNG\r\n"),
+])
+def test_not_an_image_says_so_in_one_line(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=rf"{name}: not a readable PNG/JPEG/BMP image") as info:
+        read_image(tmp_path / name)
+    assert "\n" not in str(info.value) and "pillow" not in str(info.value).lower()
+
+
+def test_other_formats_are_refused(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "really_a.gif.png", format="GIF")
+    with pytest.raises(ValueError, match="really_a.gif.png: not a readable PNG/JPEG/BMP image"):
+        read_image(tmp_path / "really_a.gif.png")
+
+
+def _blocks(h, w):
+    """An (h, w, 3) image of four flat quadrants (red, green, blue, white): JPEG keeps them."""
+    img = np.zeros((h, w, 3), np.uint8)
+    img[:h // 2, :w // 2] = (255, 0, 0)
+    img[:h // 2, w // 2:] = (0, 255, 0)
+    img[h // 2:, :w // 2] = (0, 0, 255)
+    img[h // 2:, w // 2:] = 255
+    return img
+
+
+def _save_with_orientation(path, img, orientation, **kw):
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(img).save(path, exif=exif.tobytes(), **kw)
+
+
+def test_jpeg_exif_orientation_6_is_applied(tmp_path):
+    # stored 240 rows x 480 columns; orientation 6 means "rotate 90 degrees clockwise to view"
+    _save_with_orientation(tmp_path / "rot6.jpg", _blocks(240, 480), 6, quality=95)
+    img = read_image(tmp_path / "rot6.jpg")
+    assert img.shape == (480, 240, 3)  # what a viewer shows
+    # clockwise: the stored bottom-left (blue) lands top-left, the top-left (red) top-right
+    np.testing.assert_allclose(img[60, 60], (0, 0, 255), atol=8)
+    np.testing.assert_allclose(img[60, 180], (255, 0, 0), atol=8)
+    np.testing.assert_allclose(img[420, 60], (255, 255, 255), atol=8)
+    np.testing.assert_allclose(img[420, 180], (0, 255, 0), atol=8)
+
+
+# What a viewer shows for each EXIF orientation, written independently of the code under test.
+_VIEWED = {1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1],
+           4: lambda a: a[::-1], 5: lambda a: np.swapaxes(a, 0, 1),
+           6: lambda a: np.rot90(a, -1), 7: lambda a: np.rot90(a[:, ::-1], -1),
+           8: lambda a: np.rot90(a, 1)}
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))  # 1 (upright) is what the other tests read
+def test_every_exif_orientation(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    rng = np.random.default_rng(orientation)
+    img = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    # lossless PNG (eXIf chunk): exact comparison with numpy and with Pillow's exif_transpose
+    _save_with_orientation(tmp_path / "o.png", img, orientation)
+    got = read_image(tmp_path / "o.png")
+    np.testing.assert_array_equal(got, _VIEWED[orientation](img))
+    with Image.open(tmp_path / "o.png") as im:
+        np.testing.assert_array_equal(got, np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
+    # JPEG: the same pixels as Pillow's decoder followed by exif_transpose
+    _save_with_orientation(tmp_path / "o.jpg", _blocks(16, 24), orientation, quality=90)
+    with Image.open(tmp_path / "o.jpg") as im:
+        want = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    np.testing.assert_array_equal(read_image(tmp_path / "o.jpg"), want)
+    # 16-bit PNG (own decoder) with an eXIf chunk before IDAT
+    v = rng.integers(0, 65536, (5, 7, 3), dtype=np.uint16)
+    _png16(tmp_path / "o16.png", v, 2, [0])
+    data = (tmp_path / "o16.png").read_bytes()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = data[:33] + _png_chunk(b"eXIf", exif.tobytes()[6:] if exif.tobytes().startswith(b"Exif")
+                                  else exif.tobytes()) + data[33:]
+    (tmp_path / "o16.png").write_bytes(data)
+    np.testing.assert_array_equal(read_image(tmp_path / "o16.png"),
+                                  _VIEWED[orientation](_expected_8bit(v)))

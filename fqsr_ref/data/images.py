@@ -7,6 +7,7 @@ package rounds one way (half up, then clamp), like MATLAB's uint8 conversion
 for the values an image can take.
 """
 import functools
+import io
 import os
 import struct
 import tempfile
@@ -15,6 +16,16 @@ import zlib
 import numpy as np
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+# Largest image read_image decodes, in pixels: Pillow's default Image.MAX_IMAGE_PIXELS
+# (1024**3 // 4 // 3, above which Pillow warns of a decompression bomb). It is
+# checked against the header, before any pixel memory is allocated, for every format.
+MAX_IMAGE_PIXELS = 89478485
+
+# EXIF orientation (1..8, TIFF tag 0x0112) -> dihedral k giving what a viewer shows:
+# 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
+# 7 transverse, 8 rotate 90 anticlockwise.
+_EXIF_ORIENTATION_TO_DIHEDRAL = {1: 0, 2: 1, 3: 3, 4: 2, 5: 4, 6: 5, 7: 7, 8: 6}
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # PNG colour type -> samples per pixel (grey, -, RGB, palette, grey+alpha, -, RGBA).
@@ -99,22 +110,26 @@ def _unfilter_rows_jit():
 
 
 def _read_png16(data):
-    """Decode a non-interlaced 16-bit PNG: bytes -> (H, W, C) uint16.
+    """Decode a non-interlaced 16-bit PNG: bytes -> ((H, W, C) uint16, eXIf chunk or None).
 
     Pillow reduces 16-bit colour PNGs to 8 bits by truncation (v >> 8) before we
-    see them; decoding them here lets every 16-bit image round the same way.
+    see them; decoding them here lets every 16-bit image round the same way. The
+    caller has checked the header's pixel count; inflating stops one byte past the
+    size the header implies, so no IDAT stream can make this allocate more.
     """
     w, h, depth, ctype, interlace = _png_header(data)
     if ctype not in _PNG_CHANNELS:
         raise ValueError(f"16-bit PNG with colour type {ctype}")
     if interlace:
         raise ValueError("interlaced 16-bit PNGs are not supported")
-    chunks, pos = [], 8
+    chunks, exif, pos = [], None, 8
     while pos + 8 <= len(data):
         (length,) = struct.unpack(">I", data[pos:pos + 4])
         ctag = data[pos + 4:pos + 8]
         if ctag == b"IDAT":
             chunks.append(data[pos + 8:pos + 8 + length])
+        elif ctag == b"eXIf" and exif is None:
+            exif = data[pos + 8:pos + 8 + length]
         if ctag == b"IEND":
             break
         pos += 12 + length
@@ -122,54 +137,128 @@ def _read_png16(data):
         raise ValueError("PNG ends before its IEND chunk")
     channels = _PNG_CHANNELS[ctype]
     stride = w * channels * 2
-    raw = zlib.decompress(b"".join(chunks))
-    if len(raw) != h * (stride + 1):
-        raise ValueError(f"PNG pixel data has {len(raw)} bytes, expected {h * (stride + 1)}")
+    expected = h * (stride + 1)
+    raw = zlib.decompressobj().decompress(b"".join(chunks), expected + 1)
+    if len(raw) > expected:
+        raise ValueError(f"PNG holds more pixel data than its {w}x{h} header implies")
+    if len(raw) != expected:
+        raise ValueError(f"PNG pixel data has {len(raw)} bytes, expected {expected}")
     rows, bad_row = _unfilter_rows_jit()(np.frombuffer(raw, np.uint8), h, stride, channels * 2)
     if bad_row >= 0:
         raise ValueError(f"unknown PNG filter type in row {bad_row}")
-    return rows.view(">u2").reshape(h, w, channels).astype(np.uint16)
+    return rows.view(">u2").reshape(h, w, channels).astype(np.uint16), exif
+
+
+def _sniff_format(data):
+    """"PNG", "JPEG" or "BMP" from a file's first bytes (its signature), or None."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data.startswith(b"BM"):
+        return "BMP"
+    return None
+
+
+def _orientation(exif):
+    """EXIF orientation 1..8 of a PIL.Image.Exif, 1 when absent or out of range."""
+    value = exif.get(0x0112, 1)
+    return value if value in _EXIF_ORIENTATION_TO_DIHEDRAL else 1
+
+
+class _TooLarge(ValueError):
+    """The header declares more than MAX_IMAGE_PIXELS pixels."""
+
+
+def _decode(data):
+    """Decode PNG/JPEG/BMP bytes: -> ((H, W, C) uint8 or uint16 array, EXIF orientation).
+
+    The pixel count is read from the header and checked against MAX_IMAGE_PIXELS
+    before anything is decoded. Raises ValueError with a one-line message (without
+    the path) for anything else that goes wrong.
+    """
+    from PIL import BmpImagePlugin, Image, JpegImagePlugin, PngImagePlugin
+
+    fmt = _sniff_format(data)
+    if fmt is None:
+        raise ValueError(f"the file starts with {data[:8]!r}")
+    header = _png_header(data) if fmt == "PNG" else None
+    if fmt == "PNG" and header is None:
+        raise ValueError("PNG signature without a complete IHDR chunk")
+    if header is not None:
+        size = header[:2]
+    else:
+        # The plugin classes read the header only and, unlike Image.open, skip
+        # Pillow's own bomb check (a warning below twice its limit).
+        cls = {"JPEG": JpegImagePlugin.JpegImageFile, "BMP": BmpImagePlugin.BmpImageFile}[fmt]
+        im = cls(io.BytesIO(data))
+        size = im.size
+    w, h = size
+    if w * h > MAX_IMAGE_PIXELS:
+        raise _TooLarge(f"{w}x{h} = {w * h} pixels exceeds the limit of {MAX_IMAGE_PIXELS} "
+                        "pixels (a decompression bomb?)")
+    if w < 1 or h < 1:
+        raise ValueError(f"header gives a {w}x{h} image")
+    if header is not None and header[2] == 16:
+        img, exif_bytes = _read_png16(data)
+        exif = Image.Exif()
+        if exif_bytes:
+            try:
+                exif.load(exif_bytes)
+            except Exception:  # a damaged eXIf chunk: ignored, as viewers do
+                exif = Image.Exif()
+        return img, _orientation(exif)
+    if header is not None:
+        im = PngImagePlugin.PngImageFile(io.BytesIO(data))
+    # Converting to "RGB" maps palette, 1-bit, grey and CMYK images to RGB and drops
+    # alpha without compositing.
+    im.load()
+    try:
+        orientation = _orientation(im.getexif())
+    except Exception:  # damaged EXIF: ignored, as viewers do
+        orientation = 1
+    return np.asarray(im.convert("RGB")), orientation
 
 
 def read_image(path):
-    """Read an image file as RGB: path -> (H, W, 3) uint8.
+    """Read a PNG, JPEG or BMP file as RGB, as a viewer shows it: path -> (H, W, 3) uint8.
 
     Greyscale becomes three equal channels, alpha is dropped (not composited),
-    16-bit samples become round(v * 255 / 65535). Any file that cannot be decoded
-    (missing, empty, truncated, not an image) raises ValueError naming the file.
+    16-bit samples become round(v * 255 / 65535), the EXIF orientation is applied.
+    An image of more than MAX_IMAGE_PIXELS pixels is refused from its header,
+    before decoding. Any file that cannot be decoded (missing, empty, truncated,
+    not a PNG/JPEG/BMP image, too large) raises a one-line ValueError naming it.
     """
-    import imageio.v3 as iio
-
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise ValueError(f"cannot read image {path}: {e.strerror or e}") from None
+    not_an_image = f"image {path}: not a readable PNG/JPEG/BMP image"
     if not data:
-        raise ValueError(f"cannot read image {path}: file is empty")
+        raise ValueError(f"{not_an_image} (the file is empty)")
     try:
-        header = _png_header(data)
-        if header is not None and header[2] == 16:
-            img = _read_png16(data)
-        else:
-            # Pillow decodes every format we list. Converting to "RGB" maps palette,
-            # 1-bit, grey and CMYK images to RGB and drops alpha without compositing.
-            img = iio.imread(data, plugin="pillow", index=0, mode="RGB")
+        img, orientation = _decode(data)
+    except _TooLarge as e:
+        raise ValueError(f"image {path}: {e}") from None
+    except MemoryError:
+        raise ValueError(f"image {path}: not enough memory to decode it") from None
     except Exception as e:  # decoders raise OSError, SyntaxError, zlib.error, ...
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise ValueError(f"cannot read image {path}: {msg}") from None
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"{not_an_image} ({msg})") from None
     img = np.asarray(img)
     if img.ndim == 2:
         img = img[:, :, None]
     if img.ndim != 3 or img.shape[2] not in (1, 2, 3, 4) or img.size == 0:
-        raise ValueError(f"cannot read image {path}: unexpected pixel array shape {img.shape}")
+        raise ValueError(f"{not_an_image} (unexpected pixel array shape {img.shape})")
     # Grey(+alpha) keeps channel 0, colour(+alpha) keeps channels 0..2.
     img = img[:, :, :1] if img.shape[2] <= 2 else img[:, :, :3]
     if img.dtype == np.uint16:
         img = _uint16_to_uint8(img)
     elif img.dtype != np.uint8:
-        raise ValueError(f"cannot read image {path}: unsupported sample type {img.dtype}")
+        raise ValueError(f"{not_an_image} (unsupported sample type {img.dtype})")
+    img = dihedral(img, _EXIF_ORIENTATION_TO_DIHEDRAL[orientation])
     return np.ascontiguousarray(np.broadcast_to(img, img.shape[:2] + (3,)))
 
 
