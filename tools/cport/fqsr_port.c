@@ -9,30 +9,59 @@
  * every conv's accumulators as PORT_DIR/S/<conv>.acc.bin, for
  * `python -m fqsr_ref.verify GOLDEN_DIR PORT_DIR` to check.
  *
+ * model.txt is trusted for nothing. Before anything is written it is checked
+ * completely: names plain ([A-Za-z0-9_.-], no "..", so every path stays inside
+ * GOLDEN_DIR and PORT_DIR), every number within the SPEC's ranges (multipliers
+ * [0, 2^31 - 1], shifts [-31, 31] so that n = 31 - shift is in [0, 62], NEG_SIGN
+ * +-1, BRANCH_RELU 0/1, shuffle factor 1..16), dimensions positive and bounded,
+ * every op reading tensors computed before it with agreeing shapes, the weight,
+ * bias and input files of the declared size and code range, and no sum or product
+ * able to leave int64. A failure is one line on stderr naming the line of
+ * model.txt, and exit 2. Where a conv's accumulators cannot be proven in range
+ * from the declared ranges alone (int64 accumulators), every stimulus is first
+ * run without writing, so a bad model writes nothing there either.
+ *
  * libc only; mkdir() is the one POSIX call (C99 has no way to make a directory).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
-#define NAME_LEN 64
+#define NAME_LEN 64                      /* names: at most 63 characters */
 #define PATH_LEN 1024
+#define ARG_LEN (PATH_LEN - 3 * NAME_LEN - 64)  /* longest GOLDEN_DIR / PORT_DIR */
+#define LINE_LEN 1024
+#define MAX_FIELDS 24
 #define MAX_TENSORS 256
 #define MAX_OPS 256
 #define MAX_STIMULI 32
+#define MAX_DIM 65536                    /* N, C, H, W, COUT, CIN */
+#define MAX_K 63                         /* kernel size, odd */
+#define MAX_ELEMS ((int64_t)1 << 28)     /* elements of one tensor or weight array */
+#define MAX_FACTOR 16                    /* pixel shuffle */
+#define MULT_MAX 2147483647LL            /* multipliers: int32, >= 0 */
+#define SHIFT_MIN (-31)                  /* n = 31 - shift in [0, 62] (SPEC 6.4) */
+#define SHIFT_MAX 31
 
 enum dtype { U8, I8, I16, I32, I64 };
 static const char *DTYPE_NAMES[] = {"uint8", "int8", "int16", "int32", "int64"};
 static const int DTYPE_BYTES[] = {1, 1, 2, 4, 8};
+static const int64_t DTYPE_MIN[] = {0, -128, -32768, -2147483647LL - 1, INT64_MIN};
+static const int64_t DTYPE_MAX[] = {255, 127, 32767, 2147483647LL, INT64_MAX};
+#define CODE_DTYPES ((1 << U8) | (1 << I8) | (1 << I16) | (1 << I32))
+#define WEIGHT_DTYPES ((1 << I8) | (1 << I16) | (1 << I32))
+#define WIDE_DTYPES ((1 << I32) | (1 << I64))
 
 typedef struct {
     char name[NAME_LEN];
     int dtype;
     int64_t qmin, qmax;
+    int line;           /* of model.txt */
     int n, c, h, w;     /* NCHW shape, set when the tensor is computed */
     int64_t *data;      /* NULL until computed */
 } tensor_t;
@@ -42,6 +71,7 @@ enum op_kind { CONV, REQUANT, ADD, SHUFFLE };
 typedef struct {
     int kind;
     char name[NAME_LEN];
+    int line;                            /* of model.txt */
     int in, out, branch;                 /* tensor indices (branch: add only) */
     int cout, cin, k, acc_dtype;         /* conv */
     int64_t *w, *b;                      /* conv: OIHW weight codes, bias (cout) */
@@ -52,30 +82,40 @@ typedef struct {
     int factor;                          /* shuffle */
 } op_t;
 
-typedef struct { char name[NAME_LEN]; int n, c, h, w; } stimulus_t;
+typedef struct { char name[NAME_LEN]; int line; int n, c, h, w; } stimulus_t;
 
 static tensor_t tensors[MAX_TENSORS];
 static op_t ops[MAX_OPS];
 static stimulus_t stimuli[MAX_STIMULI];
 static int n_tensors, n_ops, n_stimuli;
+static char model_path[PATH_LEN];
+static int dry_run_needed;   /* some conv's accumulators are not proven in range statically */
 
-static void die(const char *what, const char *detail)
+/* One line on stderr, exit 2. line > 0 names the line of model.txt. */
+static void fail(int line, const char *fmt, ...)
 {
-    fprintf(stderr, "fqsr_port: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
+    va_list ap;
+    if (line > 0) fprintf(stderr, "fqsr_port: %s line %d: ", model_path, line);
+    else fprintf(stderr, "fqsr_port: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
     exit(2);
 }
 
 static void *checked_calloc(size_t count, size_t size)
 {
     void *p = calloc(count ? count : 1, size);
-    if (!p) die("out of memory", NULL);
+    if (!p) fail(0, "out of memory (%lu x %lu bytes)", (unsigned long)count, (unsigned long)size);
     return p;
 }
 
 /* ---- arithmetic (docs/SPEC.md, integer section) -------------------------- */
 
 /* floor(v / 2^n + 1/2): round half up. Written as a floor division because
- * >> on a negative value is implementation-defined in C99. */
+ * >> on a negative value is implementation-defined in C99. The caller makes
+ * sure v + 2^(n-1) fits int64. */
 static int64_t rounding_right_shift(int64_t v, int n)
 {
     int64_t d, t, q;
@@ -87,17 +127,48 @@ static int64_t rounding_right_shift(int64_t v, int n)
     return q;
 }
 
+/* 2^(n-1) for n = 31 - shift, the rounding term (0 for n = 0). */
+static uint64_t half_of(int shift)
+{
+    int n = 31 - shift;
+    return n > 0 ? (uint64_t)1 << (n - 1) : 0;
+}
+
+/* a * b, saturating at UINT64_MAX. */
+static uint64_t mul_sat(uint64_t a, uint64_t b)
+{
+    return (a != 0 && b > UINT64_MAX / a) ? UINT64_MAX : a * b;
+}
+
+static uint64_t add_sat(uint64_t a, uint64_t b)
+{
+    return b > UINT64_MAX - a ? UINT64_MAX : a + b;
+}
+
+static uint64_t magnitude(int64_t v)
+{
+    return v < 0 ? (uint64_t)(-(v + 1)) + 1 : (uint64_t)v;
+}
+
+/* the largest |code| of a tensor's declared range */
+static uint64_t max_abs(const tensor_t *t)
+{
+    uint64_t a = magnitude(t->qmin), b = magnitude(t->qmax);
+    return a > b ? a : b;
+}
+
+static const op_t *cur_op;            /* for run-time messages */
+static const stimulus_t *cur_stimulus;
+
 /* round_half_up(x * mult / 2^(31 - shift)), exact while |x| * mult + 2^(n-1)
  * fits int64 (SPEC 6.4); a value past that bound fails loudly. */
 static int64_t requant(int64_t x, int64_t mult, int shift)
 {
-    int n = 31 - shift;
-    int64_t room;
-    if (n < 0 || n > 62) die("shift out of range", NULL);
-    room = INT64_MAX - (n > 0 ? (int64_t)1 << (n - 1) : 0);
-    if (mult > 0 && (x > room / mult || x < -(room / mult)))
-        die("requantization would overflow int64", NULL);
-    return rounding_right_shift(x * mult, n);
+    if (add_sat(mul_sat(magnitude(x), (uint64_t)mult), half_of(shift)) > (uint64_t)INT64_MAX)
+        fail(cur_op ? cur_op->line : 0, "%s: stimulus %s: accumulator %lld times multiplier %lld "
+             "leaves int64 (SPEC 6.4)", cur_op ? cur_op->name : "?",
+             cur_stimulus ? cur_stimulus->name : "?", (long long)x, (long long)mult);
+    return rounding_right_shift(x * mult, 31 - shift);
 }
 
 static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
@@ -107,31 +178,47 @@ static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
 
 /* ---- files ---------------------------------------------------------------- */
 
-static int dtype_of(const char *name)
-{
-    int i;
-    for (i = 0; i <= I64; i++)
-        if (strcmp(name, DTYPE_NAMES[i]) == 0) return i;
-    die("unknown dtype in model.txt", name);
-    return -1;
-}
-
-/* count elements of dtype, little-endian two's complement, into int64 */
-static void read_bin(const char *path, int dtype, size_t count, int64_t *dst)
+/* count elements of dtype, little-endian two's complement, into int64; the file
+ * must hold exactly that many bytes (checked before anything is allocated) and
+ * every value must lie in [lo, hi]. line and what name the culprit in errors. */
+static void read_bin(int line, const char *what, const char *path, int dtype, size_t count,
+                     int64_t *dst, int64_t lo, int64_t hi)
 {
     size_t size = DTYPE_BYTES[dtype], i, j;
-    unsigned char *buf = checked_calloc(count, size);
+    unsigned char *buf;
+    long bytes;
     FILE *f = fopen(path, "rb");
-    if (!f) die("cannot open", path);
-    if (fread(buf, size, count, f) != count || fgetc(f) != EOF) die("wrong size", path);
+    if (!f) fail(line, "%s: cannot open %s", what, path);
+    if (fseek(f, 0, SEEK_END) != 0 || (bytes = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        fail(line, "%s: cannot read %s", what, path);
+    }
+    if ((unsigned long)bytes != (unsigned long)count * size) {
+        fclose(f);
+        fail(line, "%s: %s holds %ld bytes, expected %lu (%lu x %s)", what, path, bytes,
+             (unsigned long)(count * size), (unsigned long)count, DTYPE_NAMES[dtype]);
+    }
+    buf = checked_calloc(count, size);
+    if (fread(buf, size, count, f) != count || fgetc(f) != EOF) {
+        free(buf);
+        fclose(f);
+        fail(line, "%s: cannot read %s", what, path);
+    }
     fclose(f);
     for (i = 0; i < count; i++) {
         uint64_t u = 0;
+        int64_t v;
         for (j = 0; j < size; j++) u |= (uint64_t)buf[i * size + j] << (8 * j);
         if (dtype != U8 && size < 8 && (u >> (8 * size - 1)))
             u |= ~(uint64_t)0 << (8 * size);          /* sign-extend */
         /* uint64 -> int64 without relying on implementation-defined conversion */
-        dst[i] = (u >> 63) ? -(int64_t)(~u) - 1 : (int64_t)u;
+        v = (u >> 63) ? -(int64_t)(~u) - 1 : (int64_t)u;
+        if (v < lo || v > hi) {
+            free(buf);
+            fail(line, "%s: %s element %lu is %lld, outside [%lld, %lld]", what, path,
+                 (unsigned long)i, (long long)v, (long long)lo, (long long)hi);
+        }
+        if (dst) dst[i] = v;
     }
     free(buf);
 }
@@ -146,116 +233,457 @@ static void write_bin(const char *path, int dtype, size_t count, const int64_t *
         for (j = 0; j < size; j++) buf[i * size + j] = (unsigned char)(u >> (8 * j));
     }
     f = fopen(path, "wb");
-    if (!f || fwrite(buf, size, count, f) != count || fclose(f) != 0) die("cannot write", path);
+    if (!f || fwrite(buf, size, count, f) != count || fclose(f) != 0) {
+        free(buf);
+        fail(0, "cannot write %s", path);
+    }
     free(buf);
 }
 
+/* a/b/c with b and c at most NAME_LEN + 16 characters and a at most ARG_LEN
+ * (checked in main): never truncated. */
 static void join(char *out, const char *a, const char *b, const char *c)
 {
-    if (snprintf(out, PATH_LEN, "%s/%s%s", a, b, c) >= PATH_LEN) die("path too long", b);
+    if (snprintf(out, PATH_LEN, "%s/%s%s", a, b, c) >= PATH_LEN) fail(0, "path too long: %s", a);
 }
 
 static void make_dir(const char *path)
 {
-    if (mkdir(path, 0777) != 0 && errno != EEXIST) die("cannot create directory", path);
+    if (mkdir(path, 0777) != 0 && errno != EEXIST) fail(0, "cannot create directory %s", path);
 }
 
-/* ---- model.txt ------------------------------------------------------------ */
+/* ---- model.txt: fields ---------------------------------------------------- */
 
-static int tensor_index(const char *name)
+static int line_no;   /* the line being parsed */
+
+/* split on blanks; returns the number of fields (MAX_FIELDS + 1: too many) */
+static int split(char *line, char **field)
+{
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
+        if (!*p) return n;
+        if (n == MAX_FIELDS) return n + 1;
+        field[n++] = p;
+        while (*p && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') p++;
+        if (*p) *p++ = '\0';
+    }
+}
+
+/* a decimal integer in [lo, hi] */
+static int64_t int_field(const char *s, const char *what, int64_t lo, int64_t hi)
+{
+    const char *p = s;
+    char *end;
+    long long v;
+    if (*p == '-') p++;
+    if (*p < '0' || *p > '9') fail(line_no, "%s '%.40s' is not a decimal integer", what, s);
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (*end != '\0') fail(line_no, "%s '%.40s' is not a decimal integer", what, s);
+    if (errno == ERANGE || v < lo || v > hi)
+        fail(line_no, "%s %.40s out of range [%lld, %lld]", what, s, (long long)lo, (long long)hi);
+    return v;
+}
+
+/* a plain name: 1..63 of [A-Za-z0-9_.-], no "..", not "." (a file or directory
+ * name that stays where it is put) */
+static void name_field(char *dst, const char *s, const char *what)
+{
+    size_t i, len = strlen(s);
+    if (len >= NAME_LEN) fail(line_no, "%s '%.40s...' is longer than %d characters", what, s, NAME_LEN - 1);
+    for (i = 0; i < len; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+              || ch == '_' || ch == '.' || ch == '-'))
+            fail(line_no, "%s '%s' is not a plain name (letters, digits, '_', '.', '-'; no '/')", what, s);
+    }
+    if (strstr(s, "..") || strcmp(s, ".") == 0)
+        fail(line_no, "%s '%s' is not a plain name ('.' or '..' would leave its directory)", what, s);
+    strcpy(dst, s);
+}
+
+static int dtype_field(const char *s, const char *what, int allowed)
+{
+    int i;
+    for (i = 0; i <= I64; i++)
+        if (strcmp(s, DTYPE_NAMES[i]) == 0) {
+            if (!(allowed & (1 << i))) break;
+            return i;
+        }
+    fail(line_no, "%s '%.40s' is not one of%s%s%s%s%s", what, s,
+         allowed & (1 << U8) ? " uint8" : "", allowed & (1 << I8) ? " int8" : "",
+         allowed & (1 << I16) ? " int16" : "", allowed & (1 << I32) ? " int32" : "",
+         allowed & (1 << I64) ? " int64" : "");
+    return -1;
+}
+
+static int find_tensor(const char *name)
 {
     int i;
     for (i = 0; i < n_tensors; i++)
         if (strcmp(tensors[i].name, name) == 0) return i;
-    die("model.txt names an unknown tensor", name);
     return -1;
+}
+
+/* a tensor named by an op: must be declared by an earlier tensor line */
+static int tensor_field(const char *s, const char *what)
+{
+    char name[NAME_LEN];
+    int i;
+    name_field(name, s, what);
+    if ((i = find_tensor(name)) < 0) fail(line_no, "%s '%s' is not declared by a tensor line", what, name);
+    return i;
+}
+
+static int dim_field(const char *s, const char *what, int64_t hi)
+{
+    return (int)int_field(s, what, 1, hi);
+}
+
+static void expect_fields(int got, int want, int alt, const char *kind, const char *layout)
+{
+    char alt_text[48] = "";
+    if (alt != want) snprintf(alt_text, sizeof alt_text, " (or %d, without the appended fields)", alt);
+    if (got != want && got != alt)
+        fail(line_no, "this '%s' line has %s%d fields, expected %d%s: %s", kind, got > MAX_FIELDS ? "over " : "",
+             got > MAX_FIELDS ? MAX_FIELDS : got, want, alt_text, layout);
+}
+
+/* ---- model.txt: lines ----------------------------------------------------- */
+
+static int produced[MAX_TENSORS];   /* computed by an earlier op (or the input image) */
+
+static void parse_tensor(char **f, int nf)
+{
+    tensor_t *t = &tensors[n_tensors];
+    expect_fields(nf, 7, 5, "tensor", "tensor NAME DTYPE QMIN QMAX BITS SIGNED");
+    name_field(t->name, f[1], "tensor name");
+    if (find_tensor(t->name) >= 0) fail(line_no, "tensor '%s' is declared twice", t->name);
+    t->dtype = dtype_field(f[2], "tensor dtype", CODE_DTYPES);
+    t->qmin = int_field(f[3], "QMIN", DTYPE_MIN[t->dtype], DTYPE_MAX[t->dtype]);
+    t->qmax = int_field(f[4], "QMAX", DTYPE_MIN[t->dtype], DTYPE_MAX[t->dtype]);
+    if (t->qmin > t->qmax) fail(line_no, "tensor '%s': QMIN %lld > QMAX %lld", t->name,
+                                (long long)t->qmin, (long long)t->qmax);
+    if (nf == 7) {
+        int bits = (int)int_field(f[5], "BITS", 1, 8 * DTYPE_BYTES[t->dtype]);
+        int is_signed = (int)int_field(f[6], "SIGNED", 0, 1);
+        int64_t lo = is_signed ? -((int64_t)1 << (bits - 1)) : 0;
+        int64_t hi = is_signed ? ((int64_t)1 << (bits - 1)) - 1 : ((int64_t)1 << bits) - 1;
+        if (t->qmin < lo || t->qmax > hi)
+            fail(line_no, "tensor '%s': [%lld, %lld] does not fit %d-bit %s codes", t->name,
+                 (long long)t->qmin, (long long)t->qmax, bits, is_signed ? "signed" : "unsigned");
+    }
+    t->line = line_no;
+    n_tensors++;
+}
+
+static void parse_stimulus(char **f, int nf)
+{
+    stimulus_t *s = &stimuli[n_stimuli];
+    int i;
+    expect_fields(nf, 6, 6, "stimulus", "stimulus NAME N C H W");
+    name_field(s->name, f[1], "stimulus name");
+    for (i = 0; i < n_stimuli; i++)
+        if (strcmp(stimuli[i].name, s->name) == 0) fail(line_no, "stimulus '%s' is listed twice", s->name);
+    s->n = dim_field(f[2], "N", MAX_DIM);
+    s->c = dim_field(f[3], "C", MAX_DIM);
+    s->h = dim_field(f[4], "H", MAX_DIM);
+    s->w = dim_field(f[5], "W", MAX_DIM);
+    if ((int64_t)s->n * s->c * s->h * s->w > MAX_ELEMS)
+        fail(line_no, "stimulus '%s': %d x %d x %d x %d is more than 2^28 elements", s->name,
+             s->n, s->c, s->h, s->w);
+    s->line = line_no;
+    n_stimuli++;
+}
+
+/* op name (unique among ops), input and output tensors; the input must already be
+ * computed, the output not yet (every tensor is made once, by one op) */
+static void op_common(op_t *op, int kind, const char *name, const char *in, const char *out)
+{
+    int i;
+    op->kind = kind;
+    op->line = line_no;
+    name_field(op->name, name, "op name");
+    for (i = 0; i < n_ops; i++)
+        if (strcmp(ops[i].name, op->name) == 0) fail(line_no, "op '%s' is defined twice", op->name);
+    op->in = tensor_field(in, "input tensor");
+    op->out = tensor_field(out, "output tensor");
+    if (!produced[op->in])
+        fail(line_no, "%s reads '%s' before any op computes it", op->name, tensors[op->in].name);
+}
+
+static void op_output(op_t *op)
+{
+    if (produced[op->out])
+        fail(line_no, "%s writes '%s', which %s", op->name, tensors[op->out].name,
+             strcmp(tensors[op->out].name, "image.in") == 0 ? "is the input image"
+                                                             : "an earlier op already computes");
+    produced[op->out] = 1;
+    n_ops++;
+}
+
+static void parse_conv(const char *dir, char **f, int nf)
+{
+    op_t *op = &ops[n_ops];
+    char path[PATH_LEN], file[NAME_LEN + 16], what[NAME_LEN + 32];
+    int wdt, bdt, o;
+    size_t count, i, fan_in;
+    int64_t wlo, whi;
+    uint64_t in_max, bound = 0;
+    expect_fields(nf, 19, 15, "conv", "conv NAME INPUT OUTPUT COUT CIN K W_DTYPE B_DTYPE ACC_DTYPE "
+                  "M SHIFT NEG_M NEG_SHIFT NEG_SIGN W_BITS PAD STRIDE ACC_BOUND");
+    op_common(op, CONV, f[1], f[2], f[3]);
+    snprintf(file, sizeof file, "%.63s.acc", op->name);
+    if (find_tensor(file) >= 0)
+        fail(line_no, "conv '%s': its accumulator file %s.bin would be tensor '%s''s", op->name, file, file);
+    op->cout = dim_field(f[4], "COUT", MAX_DIM);
+    op->cin = dim_field(f[5], "CIN", MAX_DIM);
+    op->k = dim_field(f[6], "K", MAX_K);
+    if (op->k % 2 == 0) fail(line_no, "K %d is even (a 'same' convolution needs an odd kernel)", op->k);
+    wdt = dtype_field(f[7], "W_DTYPE", WEIGHT_DTYPES);
+    bdt = dtype_field(f[8], "B_DTYPE", WIDE_DTYPES);
+    op->acc_dtype = dtype_field(f[9], "ACC_DTYPE", WIDE_DTYPES);
+    op->mult = int_field(f[10], "M", 0, MULT_MAX);
+    op->shift = (int)int_field(f[11], "SHIFT", SHIFT_MIN, SHIFT_MAX);
+    op->neg_mult = int_field(f[12], "NEG_M", 0, MULT_MAX);
+    op->neg_shift = (int)int_field(f[13], "NEG_SHIFT", SHIFT_MIN, SHIFT_MAX);
+    op->neg_sign = (int)int_field(f[14], "NEG_SIGN", -1, 1);
+    if (op->neg_sign == 0) fail(line_no, "NEG_SIGN 0 is neither -1 nor 1");
+    wlo = DTYPE_MIN[wdt];
+    whi = DTYPE_MAX[wdt];
+    if (nf == 19) {
+        int w_bits = (int)int_field(f[15], "W_BITS", 2, 8 * DTYPE_BYTES[wdt]);
+        whi = ((int64_t)1 << (w_bits - 1)) - 1;        /* the narrow grid */
+        wlo = -whi;
+        if (int_field(f[16], "PAD", 0, MAX_K) != op->k / 2)
+            fail(line_no, "PAD %s is not K / 2 = %d", f[16], op->k / 2);
+        int_field(f[17], "STRIDE", 1, 1);
+        int_field(f[18], "ACC_BOUND", 0, INT64_MAX);
+    }
+    fan_in = (size_t)op->cin * op->k * op->k;
+    if ((int64_t)op->cout * (int64_t)fan_in > MAX_ELEMS)
+        fail(line_no, "conv '%s': %d x %d x %d x %d weights are more than 2^28", op->name,
+             op->cout, op->cin, op->k, op->k);
+    count = (size_t)op->cout * fan_in;
+    op->w = checked_calloc(count, sizeof(int64_t));
+    op->b = checked_calloc((size_t)op->cout, sizeof(int64_t));
+    snprintf(what, sizeof what, "conv '%.63s' weights", op->name);
+    snprintf(file, sizeof file, "%.63s.w.bin", op->name);
+    join(path, dir, "weights/", file);
+    read_bin(line_no, what, path, wdt, count, op->w, wlo, whi);
+    snprintf(what, sizeof what, "conv '%.63s' bias", op->name);
+    snprintf(file, sizeof file, "%.63s.b.bin", op->name);
+    join(path, dir, "weights/", file);
+    read_bin(line_no, what, path, bdt, (size_t)op->cout, op->b, DTYPE_MIN[bdt], DTYPE_MAX[bdt]);
+    /* every partial sum of output channel o is at most |b[o]| + sum |w[o]| * max|x| */
+    in_max = max_abs(&tensors[op->in]);
+    for (o = 0; o < op->cout; o++) {
+        uint64_t s = 0;
+        for (i = 0; i < fan_in; i++) s = add_sat(s, magnitude(op->w[o * fan_in + i]));
+        s = add_sat(mul_sat(s, in_max), magnitude(op->b[o]));
+        if (s > bound) bound = s;
+    }
+    if (bound > (uint64_t)INT64_MAX)
+        fail(line_no, "conv '%s': accumulators can reach %llu, beyond int64", op->name,
+             (unsigned long long)bound);
+    /* proven here, or checked by the dry run: the accumulator fits ACC_DTYPE, and
+     * |acc| * M + 2^(n-1) fits int64 on both sides (SPEC 6.4) */
+    if (bound > (uint64_t)DTYPE_MAX[op->acc_dtype]
+        || add_sat(mul_sat(bound, (uint64_t)op->mult), half_of(op->shift)) > (uint64_t)INT64_MAX
+        || add_sat(mul_sat(bound, (uint64_t)op->neg_mult), half_of(op->neg_shift)) > (uint64_t)INT64_MAX)
+        dry_run_needed = 1;
+    op_output(op);
+}
+
+static void parse_requant(char **f, int nf)
+{
+    op_t *op = &ops[n_ops];
+    expect_fields(nf, 6, 6, "requant", "requant NAME INPUT OUTPUT M SHIFT");
+    op_common(op, REQUANT, f[1], f[2], f[3]);
+    op->mult = int_field(f[4], "M", 0, MULT_MAX);
+    op->shift = (int)int_field(f[5], "SHIFT", SHIFT_MIN, SHIFT_MAX);
+    /* codes are at most 2^31 (int32), M < 2^31, 2^(n-1) <= 2^61: below 2^63 */
+    op_output(op);
+}
+
+static void parse_add(char **f, int nf)
+{
+    op_t *op = &ops[n_ops];
+    uint64_t sum;
+    expect_fields(nf, 9, 9, "add", "add NAME INPUT BRANCH OUTPUT BRANCH_RELU M BRANCH_M SHIFT");
+    op_common(op, ADD, f[1], f[2], f[4]);
+    op->branch = tensor_field(f[3], "branch tensor");
+    if (!produced[op->branch])
+        fail(line_no, "%s reads '%s' before any op computes it", op->name, tensors[op->branch].name);
+    op->relu = (int)int_field(f[5], "BRANCH_RELU", 0, 1);
+    op->mult = int_field(f[6], "M", 0, MULT_MAX);
+    op->branch_mult = int_field(f[7], "BRANCH_M", 0, MULT_MAX);
+    op->shift = (int)int_field(f[8], "SHIFT", SHIFT_MIN, SHIFT_MAX);
+    /* each product is below 2^62 (codes <= 2^31): no wrap in uint64 */
+    sum = max_abs(&tensors[op->in]) * (uint64_t)op->mult
+          + max_abs(&tensors[op->branch]) * (uint64_t)op->branch_mult + half_of(op->shift);
+    if (sum > (uint64_t)INT64_MAX)
+        fail(line_no, "add '%s': |in| * M + |branch| * BRANCH_M + 2^(n-1) can reach %llu, beyond int64",
+             op->name, (unsigned long long)sum);
+    op_output(op);
+}
+
+static void parse_shuffle(char **f, int nf)
+{
+    op_t *op = &ops[n_ops];
+    const tensor_t *x, *y;
+    expect_fields(nf, 5, 5, "shuffle", "shuffle NAME INPUT OUTPUT FACTOR");
+    op_common(op, SHUFFLE, f[1], f[2], f[3]);
+    op->factor = (int)int_field(f[4], "FACTOR", 1, MAX_FACTOR);
+    x = &tensors[op->in];
+    y = &tensors[op->out];
+    if (x->qmin < y->qmin || x->qmax > y->qmax)   /* codes move unchanged */
+        fail(line_no, "shuffle '%s': input range [%lld, %lld] does not fit the output's [%lld, %lld]",
+             op->name, (long long)x->qmin, (long long)x->qmax, (long long)y->qmin, (long long)y->qmax);
+    op_output(op);
+}
+
+/* Shapes of every tensor for stimulus s, op by op: the same rules run_stimulus
+ * applies, checked before anything is allocated or written. */
+static void check_shapes(const stimulus_t *s)
+{
+    int i;
+    for (i = 0; i < n_tensors; i++) tensors[i].n = 0;
+    {
+        tensor_t *image = &tensors[find_tensor("image.in")];
+        image->n = s->n; image->c = s->c; image->h = s->h; image->w = s->w;
+    }
+    for (i = 0; i < n_ops; i++) {
+        const op_t *op = &ops[i];
+        const tensor_t *x = &tensors[op->in];
+        tensor_t *y = &tensors[op->out];
+        int64_t n = x->n, c = x->c, h = x->h, w = x->w;
+        if (op->kind == CONV) {
+            if (c != op->cin)
+                fail(op->line, "stimulus %s: conv '%s' has CIN %d but its input '%s' has %lld channels",
+                     s->name, op->name, op->cin, x->name, (long long)c);
+            c = op->cout;
+        } else if (op->kind == ADD) {
+            const tensor_t *z = &tensors[op->branch];
+            if (z->n != n || z->c != c || z->h != h || z->w != w)
+                fail(op->line, "stimulus %s: add '%s' adds '%s' (%lld x %lld x %lld x %lld) and '%s' "
+                     "(%d x %d x %d x %d)", s->name, op->name, x->name, (long long)n, (long long)c,
+                     (long long)h, (long long)w, z->name, z->n, z->c, z->h, z->w);
+        } else if (op->kind == SHUFFLE) {
+            int r = op->factor;
+            if (c % (r * r) != 0)
+                fail(op->line, "stimulus %s: shuffle '%s': factor %d^2 does not divide the %lld channels "
+                     "of '%s'", s->name, op->name, r, (long long)c, x->name);
+            c /= r * r;
+            h *= r;
+            w *= r;
+        }
+        if (c > MAX_DIM || h > MAX_DIM || w > MAX_DIM || n * c * h * w > MAX_ELEMS)
+            fail(op->line, "stimulus %s: '%s' would be %lld x %lld x %lld x %lld, more than the limit "
+                 "(%d a side, 2^28 elements)", s->name, y->name, (long long)n, (long long)c,
+                 (long long)h, (long long)w, MAX_DIM);
+        y->n = (int)n; y->c = (int)c; y->h = (int)h; y->w = (int)w;
+    }
+    for (i = 0; i < n_tensors; i++) tensors[i].n = 0;
+}
+
+/* the shapes it makes, and its input file: size and code range */
+static void check_stimulus(const char *dir, const stimulus_t *s)
+{
+    const tensor_t *image = &tensors[find_tensor("image.in")];
+    char path[PATH_LEN], file_name[NAME_LEN + 16], what[NAME_LEN + 32];
+    check_shapes(s);
+    snprintf(file_name, sizeof file_name, "%.63s/image.in.bin", s->name);
+    snprintf(what, sizeof what, "stimulus '%.63s' input", s->name);
+    join(path, dir, file_name, "");
+    read_bin(s->line, what, path, image->dtype, (size_t)s->n * s->c * s->h * s->w, NULL,
+             image->qmin, image->qmax);
 }
 
 static void parse_model(const char *dir)
 {
-    char path[PATH_LEN], line[1024], kind[16], a[NAME_LEN], b[NAME_LEN], c[NAME_LEN], d[NAME_LEN];
-    char wdt[16], bdt[16], adt[16];
-    int version = 0, ended = 0;
-    FILE *f;
-    join(path, dir, "model.txt", "");
-    if (!(f = fopen(path, "r"))) die("cannot open", path);
-    while (fgets(line, sizeof line, f)) {
-        op_t *op = &ops[n_ops];
-        long long m1, m2, q1, q2;
-        int i1, i2, i3, i4, i5;
-        if (line[0] == '#' || line[0] == '\n') continue;
-        if (sscanf(line, "%15s", kind) != 1) continue;
-        if (n_tensors >= MAX_TENSORS || n_ops >= MAX_OPS || n_stimuli >= MAX_STIMULI)
-            die("model.txt: too many lines", line);
-        memset(op, 0, sizeof *op);
-        if (strcmp(kind, "fqsr_model") == 0 && sscanf(line, "%*s %d", &version) == 1) {
-            if (version != 1) die("model.txt: unsupported version", line);
-        } else if (strcmp(kind, "tensor") == 0 && sscanf(line, "%*s %63s %15s %lld %lld", a, wdt, &q1, &q2) == 4) {
-            tensor_t *t = &tensors[n_tensors++];
-            strcpy(t->name, a);
-            t->dtype = dtype_of(wdt);
-            t->qmin = q1;
-            t->qmax = q2;
-        } else if (strcmp(kind, "stimulus") == 0
-                   && sscanf(line, "%*s %63s %d %d %d %d", a, &i1, &i2, &i3, &i4) == 5) {
-            stimulus_t *s = &stimuli[n_stimuli++];
-            strcpy(s->name, a);
-            s->n = i1; s->c = i2; s->h = i3; s->w = i4;
-        } else if (strcmp(kind, "conv") == 0
-                   && sscanf(line, "%*s %63s %63s %63s %d %d %d %15s %15s %15s %lld %d %lld %d %d",
-                             a, b, c, &i1, &i2, &i3, wdt, bdt, adt, &m1, &i4, &m2, &i5, &op->neg_sign) == 14) {
-            char file[NAME_LEN + 16];
-            op->kind = CONV;
-            strcpy(op->name, a);
-            op->in = tensor_index(b);
-            op->out = tensor_index(c);
-            op->cout = i1; op->cin = i2; op->k = i3;
-            op->acc_dtype = dtype_of(adt);
-            op->mult = m1; op->shift = i4; op->neg_mult = m2; op->neg_shift = i5;
-            op->w = checked_calloc((size_t)i1 * i2 * i3 * i3, sizeof(int64_t));
-            op->b = checked_calloc((size_t)i1, sizeof(int64_t));
-            sprintf(file, "%s.w.bin", a);
-            join(path, dir, "weights/", file);
-            read_bin(path, dtype_of(wdt), (size_t)i1 * i2 * i3 * i3, op->w);
-            sprintf(file, "%s.b.bin", a);
-            join(path, dir, "weights/", file);
-            read_bin(path, dtype_of(bdt), (size_t)i1, op->b);
-            n_ops++;
-        } else if (strcmp(kind, "requant") == 0
-                   && sscanf(line, "%*s %63s %63s %63s %lld %d", a, b, c, &m1, &op->shift) == 5) {
-            op->kind = REQUANT;
-            strcpy(op->name, a);
-            op->in = tensor_index(b);
-            op->out = tensor_index(c);
-            op->mult = m1;
-            n_ops++;
-        } else if (strcmp(kind, "add") == 0
-                   && sscanf(line, "%*s %63s %63s %63s %63s %d %lld %lld %d",
-                             a, b, c, d, &op->relu, &m1, &m2, &op->shift) == 8) {
-            op->kind = ADD;
-            strcpy(op->name, a);
-            op->in = tensor_index(b);
-            op->branch = tensor_index(c);
-            op->out = tensor_index(d);
-            op->mult = m1;
-            op->branch_mult = m2;
-            n_ops++;
-        } else if (strcmp(kind, "shuffle") == 0
-                   && sscanf(line, "%*s %63s %63s %63s %d", a, b, c, &op->factor) == 4) {
-            op->kind = SHUFFLE;
-            strcpy(op->name, a);
-            op->in = tensor_index(b);
-            op->out = tensor_index(c);
-            n_ops++;
-        } else if (strcmp(kind, "end") == 0) {
-            ended = 1;
+    char line[LINE_LEN], *f[MAX_FIELDS];
+    int nf, section = 0, header = 0, ended = 0, i;  /* section: 0 header, 1 tensors, 2 stimuli, 3 ops */
+    static const char *SECTIONS[] = {"the header", "tensor lines", "stimulus lines", "op lines"};
+    FILE *file;
+    join(model_path, dir, "model.txt", "");
+    if (!(file = fopen(model_path, "r"))) fail(0, "cannot open %s", model_path);
+    while (!ended && fgets(line, sizeof line, file)) {
+        int sect;
+        line_no++;
+        if (!strchr(line, '\n') && !feof(file)) {
+            fclose(file);
+            fail(line_no, "longer than %d characters", LINE_LEN - 2);
+        }
+        if (line[0] == '#') continue;
+        if ((nf = split(line, f)) == 0) continue;
+        if (strcmp(f[0], "fqsr_model") == 0) sect = 0;
+        else if (strcmp(f[0], "tensor") == 0) sect = 1;
+        else if (strcmp(f[0], "stimulus") == 0) sect = 2;
+        else if (strcmp(f[0], "conv") == 0 || strcmp(f[0], "requant") == 0
+                 || strcmp(f[0], "add") == 0 || strcmp(f[0], "shuffle") == 0) sect = 3;
+        else if (strcmp(f[0], "end") == 0) sect = 4;
+        else {
+            fclose(file);
+            fail(line_no, "unknown line kind '%.40s'", f[0]);
+            return;
+        }
+        if (!header && sect != 0) {
+            fclose(file);
+            fail(line_no, "expected the header 'fqsr_model 1' before '%.40s'", f[0]);
+        }
+        if (sect == 0 && header) {
+            fclose(file);
+            fail(line_no, "a second 'fqsr_model' header");
+        }
+        if (sect < section) {
+            fclose(file);
+            fail(line_no, "a %s line after %s (the order is header, tensors, stimuli, ops, end)",
+                 f[0], SECTIONS[section]);
+        }
+        if ((sect == 1 && n_tensors >= MAX_TENSORS) || (sect == 2 && n_stimuli >= MAX_STIMULI)
+            || (sect == 3 && n_ops >= MAX_OPS)) {
+            fclose(file);
+            fail(line_no, "more %s than this port holds (%d tensors, %d stimuli, %d ops)",
+                 SECTIONS[sect], MAX_TENSORS, MAX_STIMULI, MAX_OPS);
+        }
+        if (sect == 3 && section < 3) {           /* the first op: the input image exists */
+            i = find_tensor("image.in");
+            if (i < 0) {
+                fclose(file);
+                fail(line_no, "no tensor line declares the input 'image.in'");
+            }
+            produced[i] = 1;
+        }
+        section = sect;
+        /* fail() exits with the file open: harmless, nothing was written */
+        switch (sect) {
+        case 0:
+            expect_fields(nf, 2, 2, "header", "fqsr_model 1");
+            int_field(f[1], "model.txt version", 1, 1);
+            header = 1;
             break;
-        } else {
-            die("model.txt: cannot parse line", line);
+        case 1: parse_tensor(f, nf); break;
+        case 2: parse_stimulus(f, nf); break;
+        case 3:
+            if (strcmp(f[0], "conv") == 0) parse_conv(dir, f, nf);
+            else if (strcmp(f[0], "requant") == 0) parse_requant(f, nf);
+            else if (strcmp(f[0], "add") == 0) parse_add(f, nf);
+            else parse_shuffle(f, nf);
+            break;
+        default:
+            expect_fields(nf, 1, 1, "end", "end");
+            ended = 1;
         }
     }
-    fclose(f);
-    if (version != 1 || !ended) die("model.txt: no 'fqsr_model 1' header or no 'end' line", path);
+    fclose(file);
+    if (!header) fail(line_no + 1, "no 'fqsr_model 1' header");
+    if (!ended) fail(line_no + 1, "no 'end' line (the file is truncated?)");
+    if (n_stimuli == 0) fail(line_no, "no stimulus lines: nothing to run");
+    if (n_ops == 0) fail(line_no, "no op lines: nothing to compute");
+    for (i = 0; i < n_stimuli; i++) check_stimulus(dir, &stimuli[i]);
 }
 
 /* ---- ops ------------------------------------------------------------------ */
@@ -271,14 +699,15 @@ static void alloc_tensor(tensor_t *t, int n, int c, int h, int w)
 static size_t numel(const tensor_t *t) { return (size_t)t->n * t->c * t->h * t->w; }
 
 /* "same" convolution, stride 1, zero padding k/2 (padding is the value 0),
- * then requantization: two multipliers, for acc >= 0 and acc < 0 (PReLU). */
+ * then requantization: two multipliers, for acc >= 0 and acc < 0 (PReLU).
+ * parse_conv proved every partial sum within int64. */
 static void conv_op(const op_t *op, tensor_t *acc)
 {
     const tensor_t *x = &tensors[op->in];
     tensor_t *y = &tensors[op->out];
     int n, o, oy, ox, c, ky, kx, pad = op->k / 2;
     size_t i;
-    if (x->c != op->cin) die("conv input channels do not match the weights", op->name);
+    if (x->c != op->cin) fail(op->line, "conv '%s': input channels do not match the weights", op->name);
     alloc_tensor(acc, x->n, op->cout, x->h, x->w);
     alloc_tensor(y, x->n, op->cout, x->h, x->w);
     for (n = 0; n < x->n; n++)
@@ -301,8 +730,12 @@ static void conv_op(const op_t *op, tensor_t *acc)
                 }
     for (i = 0; i < numel(acc); i++) {
         int64_t a = acc->data[i];
-        int64_t v = a >= 0 ? requant(a, op->mult, op->shift)
-                           : requant(op->neg_sign * a, op->neg_mult, op->neg_shift);
+        int64_t v;
+        if (a < DTYPE_MIN[op->acc_dtype] || a > DTYPE_MAX[op->acc_dtype])
+            fail(op->line, "conv '%s': stimulus %s: accumulator %lld does not fit ACC_DTYPE %s", op->name,
+                 cur_stimulus->name, (long long)a, DTYPE_NAMES[op->acc_dtype]);
+        v = a >= 0 ? requant(a, op->mult, op->shift)
+                   : requant(op->neg_sign * a, op->neg_mult, op->neg_shift);
         y->data[i] = clamp(v, y->qmin, y->qmax);
     }
 }
@@ -317,13 +750,14 @@ static void requant_op(const op_t *op)
         y->data[i] = clamp(requant(x->data[i], op->mult, op->shift), y->qmin, y->qmax);
 }
 
-/* Eq. 7: y = clamp(rrs(x * Mx + relu?(z) * Mz, 31 - shift)); both products share the shift. */
+/* Eq. 7: y = clamp(rrs(x * Mx + relu?(z) * Mz, 31 - shift)); both products share the shift.
+ * parse_add proved the sum within int64. */
 static void add_op(const op_t *op)
 {
     const tensor_t *x = &tensors[op->in], *z = &tensors[op->branch];
     tensor_t *y = &tensors[op->out];
     size_t i;
-    if (numel(x) != numel(z)) die("add operands differ in size", op->name);
+    if (numel(x) != numel(z)) fail(op->line, "add '%s': operands differ in size", op->name);
     alloc_tensor(y, x->n, x->c, x->h, x->w);
     for (i = 0; i < numel(x); i++) {
         int64_t b = z->data[i];
@@ -339,7 +773,8 @@ static void shuffle_op(const op_t *op)
     const tensor_t *x = &tensors[op->in];
     tensor_t *y = &tensors[op->out];
     int r = op->factor, n, c, h, w, i, j;
-    if (r < 1 || x->c % (r * r) != 0) die("shuffle factor does not divide the channels", op->name);
+    if (r < 1 || x->c % (r * r) != 0)
+        fail(op->line, "shuffle '%s': factor does not divide the channels", op->name);
     alloc_tensor(y, x->n, x->c / (r * r), x->h * r, x->w * r);
     for (n = 0; n < x->n; n++)
         for (c = 0; c < y->c; c++)
@@ -350,38 +785,47 @@ static void shuffle_op(const op_t *op)
                             AT(y, n, c, h * r + i, w * r + j) = AT(x, n, c * r * r + i * r + j, h, w);
 }
 
+/* port == NULL: compute only (the dry run), write nothing */
 static void run_stimulus(const char *golden, const char *port, const stimulus_t *s)
 {
-    char dir[PATH_LEN], path[PATH_LEN], file[NAME_LEN + 16];
-    tensor_t *image = &tensors[tensor_index("image.in")];
+    char dir[PATH_LEN], path[PATH_LEN], file[NAME_LEN + 16], what[NAME_LEN + 32];
+    tensor_t *image = &tensors[find_tensor("image.in")];
     int i;
-    join(dir, port, s->name, "");
-    make_dir(dir);
+    cur_stimulus = s;
+    if (port) {
+        join(dir, port, s->name, "");
+        make_dir(dir);
+    }
     alloc_tensor(image, s->n, s->c, s->h, s->w);
-    sprintf(file, "%s/image.in.bin", s->name);
+    snprintf(file, sizeof file, "%.63s/image.in.bin", s->name);
+    snprintf(what, sizeof what, "stimulus '%.63s' input", s->name);
     join(path, golden, file, "");
-    read_bin(path, image->dtype, numel(image), image->data);
+    read_bin(s->line, what, path, image->dtype, numel(image), image->data, image->qmin, image->qmax);
     for (i = 0; i < n_ops; i++) {
         const op_t *op = &ops[i];
         tensor_t acc;
         tensor_t *y = &tensors[op->out];
+        cur_op = op;
         memset(&acc, 0, sizeof acc);
-        if (!tensors[op->in].data) die("op reads a tensor that is not computed yet", op->name);
+        if (!tensors[op->in].data) fail(op->line, "'%s' reads a tensor that is not computed yet", op->name);
         switch (op->kind) {
         case CONV: conv_op(op, &acc); break;
         case REQUANT: requant_op(op); break;
         case ADD: add_op(op); break;
         default: shuffle_op(op); break;
         }
-        join(path, dir, y->name, ".bin");
-        write_bin(path, y->dtype, numel(y), y->data);
-        if (op->kind == CONV) {
-            sprintf(file, "%s.acc.bin", op->name);
-            join(path, dir, file, "");
-            write_bin(path, op->acc_dtype, numel(&acc), acc.data);
-            free(acc.data);
+        if (port) {
+            join(path, dir, y->name, ".bin");
+            write_bin(path, y->dtype, numel(y), y->data);
+            if (op->kind == CONV) {
+                snprintf(file, sizeof file, "%.63s.acc.bin", op->name);
+                join(path, dir, file, "");
+                write_bin(path, op->acc_dtype, numel(&acc), acc.data);
+            }
         }
+        free(acc.data);
     }
+    cur_op = NULL;
     for (i = 0; i < n_tensors; i++) {
         free(tensors[i].data);
         tensors[i].data = NULL;
@@ -395,7 +839,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: fqsr_port GOLDEN_DIR PORT_DIR\n");
         return 2;
     }
+    for (i = 1; i < 3; i++)
+        if (strlen(argv[i]) > ARG_LEN) fail(0, "path longer than %d characters: %.60s...", ARG_LEN, argv[i]);
     parse_model(argv[1]);
+    if (dry_run_needed)      /* a run-time overflow must fail before anything is written */
+        for (i = 0; i < n_stimuli; i++) run_stimulus(argv[1], NULL, &stimuli[i]);
     make_dir(argv[2]);
     for (i = 0; i < n_stimuli; i++) {
         run_stimulus(argv[1], argv[2], &stimuli[i]);
