@@ -84,10 +84,83 @@ def load_checkpoint(path) -> Checkpoint:
         meta = json.loads(str(entries.pop("meta", "{}")))
     except (ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"checkpoint {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {path}: 'meta' is not a JSON object")
     sections = {s: {} for s in SECTIONS}
     for key, value in entries.items():
         section, _, name = key.partition("/")
         if section not in sections or not name:
             raise ValueError(f"checkpoint {path}: unexpected entry {key!r}")
         sections[section][name] = value
-    return Checkpoint(config, sections["param"], sections["state"], sections["adam"], meta)
+    ckpt = Checkpoint(config, sections["param"], sections["state"], sections["adam"], meta)
+    check_consistent(ckpt, path)
+    return ckpt
+
+
+def expected_entries(config: ModelConfig, params: dict):
+    """(params, state) templates of the model `config` describes: name -> (shape, dtype kind).
+
+    Built from the model code itself (init_model adds the quantizer sites of the
+    config); an SRGAN checkpoint may also hold its discriminator, whose size is read
+    back from the "disc.*" parameters (ValueError if they do not make one).
+    """
+    from .models import init_model
+    from .models.discriminator import PREFIX, disc_init, disc_layers
+
+    rng = np.random.default_rng(0)
+    want_params, want_state = init_model(config, rng)
+    if config.arch == "srgan" and any(k.startswith(PREFIX) for k in params):
+        convs = disc_layers(params)
+        d_params, d_state = disc_init(rng, convs[0].cout, len(convs) // 2)
+        want_params, want_state = {**want_params, **d_params}, {**want_state, **d_state}
+
+    def template(entries):
+        return {k: (np.shape(v), np.asarray(v).dtype.kind) for k, v in entries.items()}
+
+    return template(want_params), template(want_state)
+
+
+KIND_NAMES = {"f": "a float", "i": "an integer", "u": "an integer", "b": "a boolean"}
+
+
+def _kind_ok(have: str, want: str) -> bool:
+    same = {"i": "iu", "u": "iu"}.get(want, want)
+    return have in same
+
+
+def check_consistent(ckpt: Checkpoint, path):
+    """ValueError (one line naming the file and the key) unless the arrays are exactly
+    those the stored config's model needs: names, shapes and dtype kinds; the Adam
+    state, when present, must match the parameters."""
+    try:
+        want_params, want_state = expected_entries(ckpt.config, ckpt.params)
+    except ValueError as exc:
+        raise ValueError(f"checkpoint {path}: {exc}") from None
+    checks = [("parameter", "param/", ckpt.params, want_params),
+              ("state entry", "state/", ckpt.state, want_state)]
+    if ckpt.adam:
+        want_adam = {"step": ((), "i")}
+        for key, (shape, _) in want_params.items():
+            want_adam[f"t/{key}"] = ((), "i")
+            want_adam[f"m/{key}"] = (shape, "f")
+            want_adam[f"v/{key}"] = (shape, "f")
+        checks.append(("optimizer entry", "adam/", ckpt.adam, want_adam))
+    arch = f"{ckpt.config.arch} x{ckpt.config.scale} {ckpt.config.blocks} blocks " \
+           f"{ckpt.config.channels} channels {ckpt.config.bits}"
+    for what, prefix, have, want in checks:
+        for key in want:   # in the model's order: the first layer that disagrees
+            if key not in have:
+                raise ValueError(f"checkpoint {path}: missing {what} {prefix}{key} "
+                                 f"(its config is {arch})")
+        for key in sorted(have):
+            if key not in want:
+                raise ValueError(f"checkpoint {path}: unexpected {what} {prefix}{key} "
+                                 f"(its config is {arch})")
+        for key, (shape, kind) in want.items():
+            value = np.asarray(have[key])
+            if value.shape != tuple(shape):
+                raise ValueError(f"checkpoint {path}: {what} {prefix}{key} has shape "
+                                 f"{value.shape} but its config ({arch}) needs {tuple(shape)}")
+            if not _kind_ok(value.dtype.kind, kind):
+                raise ValueError(f"checkpoint {path}: {what} {prefix}{key} has dtype {value.dtype}, "
+                                 f"expected {KIND_NAMES.get(kind, kind)} array")

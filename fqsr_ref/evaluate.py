@@ -4,10 +4,12 @@
     python -m fqsr_ref.evaluate --checkpoint CKPT --hr-dir DIR --scale 4 --self-ensemble
 
 The protocol is `fqsr_ref.metrics` (Y channel, border crop = scale). Prints one row
-per image and the mean. Bad input: one line "error: ..." on stderr, exit code 2.
+per image and the mean. Bad input or out of memory: one line "error: ..." on stderr,
+exit code 2; Ctrl-C: "interrupted", exit code 130; never a traceback.
 """
 import argparse
 import math
+import os
 import sys
 
 from . import metrics
@@ -76,6 +78,10 @@ def main(argv=None):
         parser.error(f"--scale must be one of {', '.join(map(str, SCALES))}, got {args.scale}")
     if args.bicubic and args.self_ensemble:
         parser.error("--self-ensemble applies to a model; bicubic is evaluated as is")
+    save = args.save_images
+    if save is not None and (os.path.exists(save) and not os.path.isdir(save) or os.path.isdir(save)
+                             and not os.access(save, os.W_OK | os.X_OK)):
+        parser.error(f"--save-images {save} is not a writable folder")
     try:
         sr_fn = None
         if args.checkpoint is not None:
@@ -92,6 +98,12 @@ def main(argv=None):
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         sys.stderr.write(f"error: {msg}\n")
         return 2
+    except MemoryError:
+        sys.stderr.write(f"error: out of memory evaluating the images of {hr_dir} (an image too large?)\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("\ninterrupted\n")
+        return 130
     what = "bicubic" if sr_fn is None else args.checkpoint + (" (self-ensemble x8)" if args.self_ensemble else "")
     print(f"{what}, x{args.scale}, {len(rows)} images from {hr_dir} (Y channel, crop {args.scale})")
     print(format_table(rows, mean, with_model=sr_fn is not None))

@@ -13,9 +13,11 @@ images and OUT/val_crop.png shows bicubic | model | HR.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -29,8 +31,16 @@ from .metrics import evaluate_folder, side_by_side
 from .models import ModelConfig, init_model, preset, quantized_start, upscale
 from .models.discriminator import disc_init
 from .models.config import ARCHS, SCALES, parse_bits
-from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, format_duration,
-                      train_stage)
+from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, check_resumable,
+                      format_duration, train_stage)
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None
+
+CHECKPOINTS = ("fp.npz", "quant.npz")
+LOCK_NAME = ".lock"
 
 # The paper's recipes, from the authors' configs (billhhh/FQSR) and section 5.1:
 # HR patch 96 at x2, 192 at x4 (LR 48 either way), batch 16, Adam, L1 on 0..255
@@ -103,7 +113,10 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--out", default=None, help="output directory (default runs/<arch>_x<scale>)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out "
+                   "(with the same model and training options)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if --out holds checkpoints (they are replaced)")
     return p
 
 
@@ -129,7 +142,67 @@ def stage_options(args, steps, stage):
                         checkpoint_every=args.checkpoint_every, stage=stage, strict=args.strict)
 
 
+def validate(args):
+    """Refuse bad numbers before any work: a ValueError naming the option."""
+    rules = [("--steps", args.steps, 1), ("--fp-steps", args.fp_steps, 0), ("--batch", args.batch, 1),
+             ("--patch", args.patch, 1), ("--checkpoint-every", args.checkpoint_every, 1),
+             ("--warmup-iters", args.warmup_iters, 0), ("--alpha", args.alpha, 0),
+             ("--blocks", args.blocks, 0), ("--channels", args.channels, 1),
+             ("--disc-channels", args.disc_channels, 1), ("--disc-stages", args.disc_stages, 1)]
+    for flag, value, low in rules:
+        if value is not None and not value >= low:   # `not >=` also refuses NaN
+            raise ValueError(f"{flag} {value:g}: must be >= {low}")
+    for flag, value in (("--lr", args.lr), ("--ft-lr", args.ft_lr), ("--fp-pixel-range", args.fp_pixel_range)):
+        if not value > 0:
+            raise ValueError(f"{flag} {value:g}: must be > 0")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite: give one of them")
+
+
+@contextlib.contextmanager
+def locked_out_dir(out):
+    """Create --out (ValueError if it cannot be, or is not writable) and hold an
+    exclusive lock on OUT/.lock while the run writes into it."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        fd = os.open(os.path.join(out, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot create or write to it ({exc.strerror or exc})") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise ValueError(f"--out {out}: another training run is writing into it "
+                                 f"(locked: {os.path.join(out, LOCK_NAME)})") from None
+        try:   # a folder we can lock in but not write to (e.g. read-only, lock file left behind)
+            with tempfile.TemporaryFile(dir=out):
+                pass
+        except OSError as exc:
+            raise ValueError(f"--out {out}: not writable ({exc.strerror or exc})") from None
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def check_init(args, ckpt, fp_cfg):
+    """--init: the checkpoint must be a full-precision model of the command line's
+    architecture, scale, blocks and channels."""
+    given = {"arch": args.arch, "scale": args.scale, "blocks": args.blocks, "channels": args.channels}
+    for field in ("arch", "scale", "blocks", "channels"):
+        want, have = getattr(fp_cfg, field), getattr(ckpt.config, field)
+        if want != have:
+            default = " (the default)" if given[field] is None else ""
+            raise ValueError(f"--{field} {want}{default} but {args.init} has {have}")
+    if ckpt.config.quantized:
+        raise ValueError(f"--init {args.init}: a quantized {ckpt.config.bits} checkpoint; "
+                         f"--init takes a full-precision one (its fp.npz)")
+
+
 def run(args) -> int:
+    validate(args)
     fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels, grid=args.grid,
                     pixel_range=args.fp_pixel_range)
     q_cfg = dataclasses.replace(
@@ -139,13 +212,34 @@ def run(args) -> int:
     val_dir = args.val_dir or photos_dir()
     list_images(val_dir)  # fail now, not after training, if the folder is unusable
     source = FolderSource(args.train_dir, args.scale) if args.train_dir else ProceduralSource()
+    fp = load_checkpoint(args.init) if args.init else None
+    if fp is not None:
+        check_init(args, fp, fp_cfg)
+    with locked_out_dir(args.out):
+        existing = [n for n in CHECKPOINTS if os.path.exists(os.path.join(args.out, n))]
+        if existing and not (args.resume or args.overwrite):
+            raise ValueError(f"--out {args.out} already holds {', '.join(existing)}; "
+                             f"continue it with --resume or replace it with --overwrite")
+        stages = [] if args.init else [("fp", fp_cfg, args.fp_steps if q_cfg.quantized else args.steps)]
+        stages += [("quant", q_cfg, args.steps)] if q_cfg.quantized else []
+        if args.resume:   # refuse now, not after an earlier stage has run
+            for stage, cfg, steps in stages:
+                path = os.path.join(args.out, f"{stage}.npz")
+                if os.path.exists(path):
+                    check_resumable(load_checkpoint(path), path, cfg,
+                                    stage_options(args, steps, stage), q_cfg.quantized)
+        if args.overwrite:
+            for name in existing:
+                os.unlink(os.path.join(args.out, name))
+        return train_and_report(args, fp_cfg, q_cfg, source, val_dir, fp)
+
+
+def train_and_report(args, fp_cfg, q_cfg, source, val_dir, fp) -> int:
     print(f"model {q_cfg.arch} x{q_cfg.scale} {q_cfg.blocks} blocks {q_cfg.channels} channels, "
           f"bits {q_cfg.bits}; data {args.train_dir or 'procedural'}; out {args.out}", file=sys.stderr)
     t0 = time.perf_counter()
     models = []
-    if args.init:
-        fp = load_checkpoint(args.init)
-    else:
+    if fp is None:
         params, state = init_model(fp_cfg, np.random.default_rng(args.seed))
         if fp_cfg.arch == "srgan":
             # The discriminator trains beside the generator and lives in its checkpoint.

@@ -119,6 +119,49 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
+# The options a resumed stage must share with the run that wrote its checkpoint:
+# they fix the batches and the learning-rate schedule (checkpoint_every and strict
+# do not change the result).
+RESUME_OPTIONS = ("steps", "batch", "patch", "lr", "alpha", "warmup", "seed")
+
+
+def option_flag(field: str, stage: str, quantized_run: bool = True) -> str:
+    """The train command's flag for a StageOptions field of a stage."""
+    if field == "steps":
+        return "--fp-steps" if stage == "fp" and quantized_run else "--steps"
+    if field == "lr":
+        return "--lr" if stage == "fp" else "--ft-lr"
+    return {"warmup": "--warmup-iters"}.get(field, "--" + field)
+
+
+def check_resumable(ckpt: Checkpoint, path: str, cfg: ModelConfig, opts: StageOptions,
+                    quantized_run: bool = True):
+    """ValueError (one line, naming the option) unless the checkpoint at path was
+    written by a run of this model and these training options."""
+    stored = ckpt.meta.get("options")
+    stored = stored if isinstance(stored, dict) else {}
+    if ckpt.config != cfg or stored.get("stage") != opts.stage:
+        differ = [f for f in ModelConfig.__dataclass_fields__
+                  if getattr(ckpt.config, f) != getattr(cfg, f)]
+        why = f"its model differs in {', '.join(differ)}" if differ else \
+            f"it is a {stored.get('stage')!r} stage checkpoint, not {opts.stage!r}"
+        raise ValueError(f"checkpoint {path}: it was written by another run ({why}); "
+                         f"cannot resume {cfg.bits} {opts.stage} from it")
+    for field in RESUME_OPTIONS:
+        want, have = getattr(opts, field), stored.get(field)
+        if have != want:
+            flag = option_flag(field, opts.stage, quantized_run)
+            raise ValueError(f"--resume: {flag} {_show(want)} but {path} was written with "
+                             f"{_show(have) if have is not None else 'no record of it'}; "
+                             f"resume with the same options")
+
+
+def _show(value) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:g}"
+    return repr(value)
+
+
 def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: StageOptions,
                 out_path: str, resume: bool = False, log=None, report_every_s: float = 2.0,
                 stop_after=None) -> Checkpoint:
@@ -132,10 +175,7 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     remove_stale_temporaries(out_path)
     if resume and os.path.exists(out_path):
         ckpt = load_checkpoint(out_path)
-        if ckpt.config != cfg or ckpt.meta.get("options", {}).get("stage") != opts.stage:
-            raise ValueError(f"checkpoint {out_path}: it was written by another run "
-                             f"({ckpt.config.bits} {ckpt.meta.get('options', {}).get('stage')}); "
-                             f"cannot resume {cfg.bits} {opts.stage} from it")
+        check_resumable(ckpt, out_path, cfg, opts)
         params, state, adam = ckpt.params, ckpt.state, ckpt.adam
         start = int(ckpt.meta["step"])
         log(f"{opts.stage}: resuming {out_path} at step {start}/{opts.steps}")

@@ -15,9 +15,11 @@ accumulator, plane files and (for the op that reads it) image.in, equals the gol
 tensor element for element.
 
 Exit status: 0 every layer passes; 1 a layer fails or a file it needs is missing;
-2 unusable input (golden directory unreadable, a sha256 that does not match, a
-manifest path that leaves the directory, PORT_DIR not a directory, PORT_DIR that is
-or lies inside GOLDEN_DIR, a port file that is a symlink or hard link to golden data).
+2 unusable input (golden directory unreadable, a manifest of the wrong structure, a
+sha256 that does not match, a manifest path that leaves the directory, PORT_DIR not
+a directory, PORT_DIR that is or lies inside GOLDEN_DIR, a port file that is a
+symlink or hard link to golden data, out of memory); 130 interrupted (Ctrl-C).
+Errors are one line on stderr, never a traceback.
 Golden files are read only after their sha256 is checked; no .npy file is ever
 unpickled, and a port file is read only after its size (and a .npy header's dtype,
 order and shape) proves it holds the golden tensor.
@@ -38,6 +40,7 @@ import numpy as np
 from .vectors import FORMATS, find_array, read_manifest
 
 EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
+EXIT_INTERRUPTED = 130                         # Ctrl-C, as train
 GROUPS = ("acc", "planes", "input")            # optional file groups; op outputs are always required
 GROUP_TEXT = {"acc": "accumulators", "planes": "bit-plane files", "input": "input files"}
 PLANES = ("row", "col", "pop")
@@ -499,6 +502,12 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    except MemoryError:
+        print(f"error: out of memory checking {args.port} against {args.golden}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -137,3 +137,137 @@ def test_tiny_low_bit_beats_bicubic(tmp_path, capsys):
     assert train_main(["--tiny", "--bits", "4/4/8", "--strict", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert tiny_rows(out)["quantized"] > 0, out
+
+
+# Issue 12: --init/--resume must match, --out is never overwritten silently nor
+# shared, and bad numbers are refused before any work.
+
+TINY_RUN = ["--fp-steps", "2", "--steps", "3"]
+
+
+def one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and err.count("\n") == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def fp_checkpoint(tmp_path, val_dir):
+    """fp.npz of a 1-block 4-channel SRResNet."""
+    out = tmp_path / "first"
+    assert train_main(micro_args(out, *TINY_RUN, val_dir=val_dir)) == 0
+    return str(out / "fp.npz")
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--blocks", "2"], "--blocks 2 but"),
+    (["--channels", "8"], "--channels 8 but"),
+    (["--arch", "edsr"], "--arch edsr but"),
+    (["--scale", "4"], "--scale 4 but"),
+])
+def test_init_refuses_another_architecture(tmp_path, val_dir, capsys, fp_checkpoint, change, message):
+    capsys.readouterr()
+    out = tmp_path / "second"
+    assert train_main(micro_args(out, *TINY_RUN, "--init", fp_checkpoint, *change, val_dir=val_dir)) == 2
+    err = one_line_error(capsys, message, fp_checkpoint)
+    assert "has 1" in err or "has 4" in err or "has srresnet" in err or "has 2" in err
+    assert not out.exists()
+
+
+def test_init_refuses_a_quantized_checkpoint(tmp_path, val_dir, capsys, fp_checkpoint):
+    quant = fp_checkpoint.replace("fp.npz", "quant.npz")
+    capsys.readouterr()
+    assert train_main(micro_args(tmp_path / "second", *TINY_RUN, "--init", quant, val_dir=val_dir)) == 2
+    one_line_error(capsys, "quantized 8/8/8", "full-precision")
+
+
+def test_init_with_a_matching_checkpoint_runs(tmp_path, val_dir, fp_checkpoint):
+    out = tmp_path / "second"
+    assert train_main(micro_args(out, *TINY_RUN, "--init", fp_checkpoint, val_dir=val_dir)) == 0
+    assert (out / "quant.npz").exists() and not (out / "fp.npz").exists()
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--batch", "3"], "--batch 3 but"),
+    (["--patch", "10"], "--patch 10 but"),
+    (["--lr", "0.002"], "--lr 0.002 but"),
+    (["--ft-lr", "0.002"], "--ft-lr 0.002 but"),
+    (["--alpha", "0.5"], "--alpha 0.5 but"),
+    (["--warmup-iters", "1"], "--warmup-iters 1 but"),
+    (["--seed", "7"], "--seed 7 but"),
+    (["--steps", "4"], "--steps 4 but"),
+    (["--fp-steps", "5"], "--fp-steps 5 but"),
+])
+def test_resume_refuses_other_training_options(tmp_path, val_dir, capsys, fp_checkpoint, change, message):
+    out = tmp_path / "first"
+    before = {n: (out / n).read_bytes() for n in ("fp.npz", "quant.npz")}
+    capsys.readouterr()
+    assert train_main(micro_args(out, *TINY_RUN, "--resume", *change, val_dir=val_dir)) == 2
+    one_line_error(capsys, message, "was written with")
+    assert before == {n: (out / n).read_bytes() for n in before}
+
+
+def test_existing_checkpoints_need_resume_or_overwrite(tmp_path, val_dir, capsys, fp_checkpoint):
+    out = tmp_path / "first"
+    before = (out / "quant.npz").read_bytes()
+    capsys.readouterr()
+    assert train_main(micro_args(out, *TINY_RUN, "--seed", "5", val_dir=val_dir)) == 2
+    one_line_error(capsys, str(out), "fp.npz", "--resume", "--overwrite")
+    assert (out / "quant.npz").read_bytes() == before
+    assert train_main(micro_args(out, *TINY_RUN, "--resume", val_dir=val_dir)) == 0
+    assert train_main(micro_args(out, *TINY_RUN, "--seed", "5", "--overwrite", val_dir=val_dir)) == 0
+    assert load_checkpoint(str(out / "quant.npz")).meta["options"]["seed"] == 5
+
+
+def test_out_is_locked_while_a_run_writes(tmp_path, val_dir, capsys):
+    import fcntl
+    out = tmp_path / "locked"
+    out.mkdir()
+    with open(out / ".lock", "w") as held:      # what a running training holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert train_main(micro_args(out, *TINY_RUN, val_dir=val_dir)) == 2
+        one_line_error(capsys, str(out), "another training run")
+        assert not (out / "fp.npz").exists()
+    assert train_main(micro_args(out, *TINY_RUN, val_dir=val_dir)) == 0   # released
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--steps", "0"], "--steps 0"),
+    (["--steps", "-5"], "--steps -5"),
+    (["--fp-steps", "-1"], "--fp-steps -1"),
+    (["--batch", "0"], "--batch 0"),
+    (["--patch", "0"], "--patch 0"),
+    (["--checkpoint-every", "0"], "--checkpoint-every 0"),
+    (["--lr", "0"], "--lr 0"),
+    (["--ft-lr=-1e-3"], "--ft-lr -0.001"),
+    (["--lr", "nan"], "--lr nan"),
+    (["--alpha", "-0.1"], "--alpha -0.1"),
+    (["--warmup-iters", "-1"], "--warmup-iters -1"),
+])
+def test_bad_numbers_are_refused_before_any_work(tmp_path, val_dir, capsys, args, message):
+    out = tmp_path / "run"
+    assert train_main(micro_args(out, *TINY_RUN, *args, val_dir=val_dir)) == 2
+    one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_out_that_is_a_file(tmp_path, val_dir, capsys):
+    out = tmp_path / "a_file"
+    out.write_text("keep me")
+    assert train_main(micro_args(out, *TINY_RUN, val_dir=val_dir)) == 2
+    one_line_error(capsys, str(out), "not a folder")
+    assert out.read_text() == "keep me"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_that_is_read_only(tmp_path, val_dir, capsys):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert train_main(micro_args(out, *TINY_RUN, val_dir=val_dir)) == 2
+        one_line_error(capsys, str(out))
+    finally:
+        out.chmod(0o700)

@@ -209,7 +209,9 @@ def train_and_score(args, arch):
     return evaluate(models), {name: never_learned(ckpt) for name, ckpt in models.items()}
 
 
-def main():
+def main(argv=None):
+    import signal
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", nargs="+", choices=sorted(PAPER_SET5), default=["srresnet", "edsr"])
     p.add_argument("--fp-steps", type=int, default=6000)
@@ -220,15 +222,30 @@ def main():
     p.add_argument("--jobs", type=int, default=1, help="architectures trained at once (one core each)")
     p.add_argument("--out", default="runs/reproduce")
     p.add_argument("--docs", default="docs")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     t0 = time.time()
-    with multiprocessing.Pool(min(args.jobs, len(args.arch))) as pool:
-        results = pool.starmap(train_and_score, [(args, arch) for arch in args.arch])
-    all_scores = dict(zip(args.arch, results))
-    minutes = (time.time() - t0) / 60
-    write_markdown(os.path.join(args.docs, "results.md"), all_scores, args)
-    for arch, (scores, _) in all_scores.items():
-        write_plot(os.path.join(args.docs, f"results_{arch}.png"), scores, arch)
+    # Exit contract of the fqsr_ref commands: bad input, a failing write or out of memory is
+    # one line "error: ..." and exit 2; Ctrl-C is "interrupted" and exit 130; no traceback.
+    # The workers ignore SIGINT, so Ctrl-C reaches only this process, which stops them.
+    try:
+        with multiprocessing.Pool(min(args.jobs, len(args.arch)), initializer=signal.signal,
+                                  initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+            results = pool.starmap(train_and_score, [(args, arch) for arch in args.arch])
+        all_scores = dict(zip(args.arch, results))
+        minutes = (time.time() - t0) / 60
+        write_markdown(os.path.join(args.docs, "results.md"), all_scores, args)
+        for arch, (scores, _) in all_scores.items():
+            write_plot(os.path.join(args.docs, f"results_{arch}.png"), scores, arch)
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished runs in --out are reused when started again", file=sys.stderr)
+        raise SystemExit(130) from None
+    except MemoryError:
+        print("error: out of memory", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (OSError, ValueError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"wrote {args.docs}/results.md and its plots ({minutes:.0f} min)")
 
 

@@ -5,8 +5,10 @@
     python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR]
     python -m fqsr_ref.vectors --check VECDIR
 
-The command line (run by __main__.py): a usage error is one line on stderr and
-exit code 2; --check exits 1 when the rebuilt set differs from the stored one.
+The command line (run by __main__.py): a usage error, unusable input (a manifest of
+the wrong structure included) or running out of memory is one line on stderr and
+exit code 2; Ctrl-C exits 130; --check exits 1 when the rebuilt set differs from
+the stored one.
 """
 from __future__ import annotations
 
@@ -107,6 +109,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        print("error: out of memory building the vectors (try a smaller --size / --stimulus-size)",
+              file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130

@@ -75,8 +75,134 @@ def safe_path(root: Path, rel: str) -> Path:
     return full
 
 
+KNOWN_DTYPES = ("int8", "uint8", "int16", "uint16", "int32", "int64")
+OP_KINDS = ("conv", "requant", "add", "shuffle")
+_INT = "an integer"
+
+
+def _type_ok(value, want) -> bool:
+    if want is int:
+        return type(value) is int                       # not bool, not float
+    if want is float:
+        return type(value) in (int, float)
+    return isinstance(value, want)
+
+
+_TYPE_TEXT = {dict: "an object", list: "a list", str: "a string", int: _INT, bool: "true or false",
+              float: "a number"}
+
+
+def _field(obj: dict, key: str, want, where: str, path, required: bool = True):
+    """obj[key], checked to be of type want; ValueError names the field path."""
+    if key not in obj:
+        if required:
+            raise ValueError(f"vectors: {path}: {where}.{key} is missing")
+        return None
+    value = obj[key]
+    if not _type_ok(value, want):
+        raise ValueError(f"vectors: {path}: {where}.{key} is {_short(value)}, expected {_TYPE_TEXT[want]}")
+    return value
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dtype_field(obj: dict, key: str, where: str, path, required: bool = True) -> None:
+    value = _field(obj, key, str, where, path, required)
+    if value is not None and value not in KNOWN_DTYPES:
+        raise ValueError(f"vectors: {path}: {where}.{key} is {_short(value)}, expected one of "
+                         f"{', '.join(KNOWN_DTYPES)}")
+
+
+def _shape_field(obj: dict, key: str, where: str, path, required: bool = True) -> None:
+    value = _field(obj, key, list, where, path, required)
+    if value is not None and not all(type(n) is int and n >= 0 for n in value):
+        raise ValueError(f"vectors: {path}: {where}.{key} is {_short(value)}, expected a list of "
+                         "non-negative integers")
+
+
+def check_structure(manifest, path) -> None:
+    """ValueError naming the field path unless every field the readers (verify, read_model,
+    read_stimuli, regenerate) use has the right type: objects, lists, strings and integers
+    where they belong, dtypes among KNOWN_DTYPES, shapes lists of non-negative integers.
+    A manifest that is JSON but of the wrong structure is bad input, never a port mismatch."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"vectors: {path}: the manifest is {type(manifest).__name__}, expected an object")
+    top = {"model": dict, "tensors": dict, "ops": list, "stimuli": dict, "files": dict}
+    for key, want in top.items():
+        if key not in manifest:
+            raise ValueError(f"vectors: {path}: no {key!r} entry")
+        _field(manifest, key, want, "manifest", path)
+    model = manifest["model"]
+    _field(model, "source", str, "model", path, required=False)
+    cfg = _field(model, "config", dict, "model", path)
+    _field(cfg, "arch", str, "model.config", path)
+    for key in ("scale", "wt", "fm", "sc"):
+        _field(cfg, key, int, "model.config", path)
+    for name, t in manifest["tensors"].items():
+        where = f"tensors[{name!r}]"
+        if not isinstance(t, dict):
+            raise ValueError(f"vectors: {path}: {where} is {_short(t)}, expected an object")
+        _field(t, "kind", str, where, path)
+        _dtype_field(t, "dtype", where, path, required=False)
+        _shape_field(t, "shape", where, path, required=False)
+        for key, want in (("bits", int), ("signed", bool), ("scale", float), ("qmin", int), ("qmax", int)):
+            _field(t, key, want, where, path)
+    for i, op in enumerate(manifest["ops"]):
+        where = f"ops[{i}]"
+        if not isinstance(op, dict):
+            raise ValueError(f"vectors: {path}: {where} is {_short(op)}, expected an object")
+        kind = _field(op, "kind", str, where, path)
+        if kind not in OP_KINDS:
+            raise ValueError(f"vectors: {path}: {where}.kind is {kind!r}, expected one of {', '.join(OP_KINDS)}")
+        for key in ("name", "input", "output"):
+            _field(op, key, str, where, path)
+        strings, ints = (), ()
+        if kind == "conv":
+            strings = ("weight", "bias", "accumulator")
+            ints = ("multiplier", "shift", "neg_multiplier", "neg_shift", "neg_sign", "acc_bound")
+            _dtype_field(op, "acc_dtype", where, path)
+        elif kind == "requant":
+            ints = ("multiplier", "shift")
+        elif kind == "add":
+            strings, ints = ("branch",), ("multiplier", "branch_multiplier", "shift")
+            _field(op, "branch_relu", bool, where, path)
+        else:
+            ints = ("factor",)
+        for key in strings:
+            _field(op, key, str, where, path)
+        for key in ints:
+            _field(op, key, int, where, path)
+    for name, e in manifest["stimuli"].items():
+        where = f"stimuli[{name!r}]"
+        if not isinstance(e, dict):
+            raise ValueError(f"vectors: {path}: {where} is {_short(e)}, expected an object")
+        _field(e, "description", str, where, path, required=False)
+        formats = _field(e, "formats", list, where, path, required=False)
+        if formats is not None and not all(isinstance(f, str) for f in formats):
+            raise ValueError(f"vectors: {path}: {where}.formats is {_short(formats)}, expected a list of strings")
+        for key in ("coverage", "saturation"):
+            table = _field(e, key, dict, where, path, required=key == "saturation" and "coverage" in e)
+            for op, counts in (table or {}).items():
+                if not isinstance(counts, dict) or not all(type(v) is int for v in counts.values()):
+                    raise ValueError(f"vectors: {path}: {where}.{key}[{op!r}] is {_short(counts)}, "
+                                     "expected an object of integer counts")
+    for rel, rec in manifest["files"].items():
+        where = f"files[{rel!r}]"
+        if not isinstance(rec, dict):
+            raise ValueError(f"vectors: {path}: {where} is {_short(rec)}, expected an object")
+        _field(rec, "sha256", str, where, path)
+        _field(rec, "tensor", str, where, path, required=False)
+        array = rel.endswith((".npy", ".bin", ".hex"))
+        _dtype_field(rec, "dtype", where, path, required=array)
+        _shape_field(rec, "shape", where, path, required=array)
+
+
 def read_manifest(vec_dir, check_files: bool = True) -> dict:
-    """The manifest of a vector directory, with every listed file's path and sha256 checked."""
+    """The manifest of a vector directory, its structure checked (check_structure), with
+    every listed file's path and sha256 checked."""
     root = Path(vec_dir)
     path = root / "manifest.json"
     try:
@@ -86,9 +212,7 @@ def read_manifest(vec_dir, check_files: bool = True) -> dict:
     if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
         version = manifest.get("schema_version") if isinstance(manifest, dict) else None
         raise ValueError(f"vectors: {path}: schema_version {version!r}, this reader knows {SCHEMA_VERSION}")
-    for key in ("model", "tensors", "ops", "stimuli", "files"):
-        if key not in manifest:
-            raise ValueError(f"vectors: {path}: no {key!r} entry")
+    check_structure(manifest, path)
     names = list(manifest["stimuli"]) + [op.get(k, "") for op in manifest["ops"]
                                          for k in ("name", "input", "output", "branch", "accumulator") if k in op]
     bad = [n for n in names if not isinstance(n, str) or not NAME_RE.match(n)]
