@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -114,6 +115,53 @@ def batch_for_step(source, opts: StageOptions, scale: int, step: int):
     return source.sample(rng, opts.batch, opts.patch, scale)
 
 
+class BatchStream:
+    """The batches of steps start .. opts.steps - 1, in order: (step, lr, hr).
+
+    While the caller trains on one batch, a background thread samples the next
+    (NumPy and BLAS release the GIL for most of a step). A batch is a pure function
+    of (seed, stage, step) (batch_for_step), so prefetching changes no batch and a
+    resumed run sees the same ones. Use it as a context manager: leaving the block
+    (normally, by an exception or a break) waits for the thread to finish.
+    """
+
+    def __init__(self, source, opts: StageOptions, scale: int, start: int, prefetch: bool = True):
+        self.source, self.opts, self.scale = source, opts, scale
+        self.start = start
+        self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+
+    def _fetch(self, step):
+        if self.pool is None:
+            return _Ready(batch_for_step(self.source, self.opts, self.scale, step))
+        return self.pool.submit(batch_for_step, self.source, self.opts, self.scale, step)
+
+    def __iter__(self):
+        steps = range(self.start, self.opts.steps)
+        pending = self._fetch(steps[0]) if steps else None
+        for step in steps:
+            lr, hr = pending.result()
+            pending = self._fetch(step + 1) if step + 1 < self.opts.steps else None
+            yield step, lr, hr
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        return False
+
+
+class _Ready:
+    """A finished result with the interface of a Future (no prefetching)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
@@ -198,48 +246,48 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     interval_keys = [k for k in params if k.endswith(".interval")]
     # The watch covers the first steps of a stage; a resumed run already passed them.
     watch = DeadWatch(params if start == 0 else (), (opts.warmup if cfg.quantized else 0) + DEAD_WINDOW)
-    for step in range(start, opts.steps):
-        lr_batch, hr_batch = batch_for_step(source, opts, cfg.scale, step)
-        with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below
-            losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,
-                                                                 hr_batch, opts)
-        bad = [k for k, g in grads.items() if not np.all(np.isfinite(g))]
-        if not math.isfinite(losses["total"]) or bad:
-            what = f"gradient of {bad[0]}" if bad else f"loss {losses['total']}"
-            raise TrainingDiverged(
-                f"{opts.stage}: training diverged at step {step + 1} ({what} is not finite); "
-                f"the last good checkpoint is {out_path}; try a lower --lr")
-        dead = watch.update(step, grads)
-        for key in dead:
-            log(f"warning: {opts.stage}: parameter {key} has had a zero gradient at every one "
-                f"of the first {step + 1} steps; it is not learning")
-        if dead and opts.strict:
-            raise DeadParameters(f"{opts.stage}: {len(dead)} parameter(s) never received a "
-                                 f"gradient in the first {step + 1} steps (--strict): "
-                                 f"{', '.join(dead)}")
-        lr_now = cosine_lr(step, opts.steps, opts.lr)
-        params, adam = adam_step(params, grads, adam, lr_now)
-        for key in interval_keys:
-            # Eq. 3 needs I > 0. Activation intervals in pixel units (0..255) sit far
-            # from 0, but a weight interval is as small as its weights (a branch whose
-            # BN gamma is still near 0 folds to near-zero weights) and Adam moves it by
-            # about lr whatever its size: keep it on the positive side.
-            params[key] = np.asarray(np.maximum(params[key], np.float32(DAIA_MIN_INTERVAL)))
-        state.update(new_state)
-        for key, value in interval_init.items():
-            params[key] = np.asarray(value, dtype=np.float32)
-        done += 1
+    with BatchStream(source, opts, cfg.scale, start) as stream:
+        for step, lr_batch, hr_batch in stream:
+            with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below
+                losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,
+                                                                     hr_batch, opts)
+            bad = [k for k, g in grads.items() if not np.all(np.isfinite(g))]
+            if not math.isfinite(losses["total"]) or bad:
+                what = f"gradient of {bad[0]}" if bad else f"loss {losses['total']}"
+                raise TrainingDiverged(
+                    f"{opts.stage}: training diverged at step {step + 1} ({what} is not finite); "
+                    f"the last good checkpoint is {out_path}; try a lower --lr")
+            dead = watch.update(step, grads)
+            for key in dead:
+                log(f"warning: {opts.stage}: parameter {key} has had a zero gradient at every one "
+                    f"of the first {step + 1} steps; it is not learning")
+            if dead and opts.strict:
+                raise DeadParameters(f"{opts.stage}: {len(dead)} parameter(s) never received a "
+                                     f"gradient in the first {step + 1} steps (--strict): "
+                                     f"{', '.join(dead)}")
+            lr_now = cosine_lr(step, opts.steps, opts.lr)
+            params, adam = adam_step(params, grads, adam, lr_now)
+            for key in interval_keys:
+                # Eq. 3 needs I > 0. Activation intervals in pixel units (0..255) sit far
+                # from 0, but a weight interval is as small as its weights (a branch whose
+                # BN gamma is still near 0 folds to near-zero weights) and Adam moves it by
+                # about lr whatever its size: keep it on the positive side.
+                params[key] = np.asarray(np.maximum(params[key], np.float32(DAIA_MIN_INTERVAL)))
+            state.update(new_state)
+            for key, value in interval_init.items():
+                params[key] = np.asarray(value, dtype=np.float32)
+            done += 1
 
-        now = time.perf_counter() - t0
-        if now - last_report >= report_every_s or step + 1 == opts.steps:
-            last_report = now
-            rate = done / max(now, 1e-9)
-            left = (opts.steps - step - 1) / max(rate, 1e-9)
-            parts = " ".join(f"{k} {v:.5f}" for k, v in losses.items() if k != "total")
-            log(f"{opts.stage} step {step + 1}/{opts.steps}  loss {losses['total']:.5f} ({parts})  "
-                f"lr {lr_now:.2e}  {rate:.2f} steps/s  left {format_duration(left)}")
-        if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
-            last = checkpoint(step + 1)
-        if stop_after is not None and done >= stop_after:
-            break
+            now = time.perf_counter() - t0
+            if now - last_report >= report_every_s or step + 1 == opts.steps:
+                last_report = now
+                rate = done / max(now, 1e-9)
+                left = (opts.steps - step - 1) / max(rate, 1e-9)
+                parts = " ".join(f"{k} {v:.5f}" for k, v in losses.items() if k != "total")
+                log(f"{opts.stage} step {step + 1}/{opts.steps}  loss {losses['total']:.5f} ({parts})  "
+                    f"lr {lr_now:.2e}  {rate:.2f} steps/s  left {format_duration(left)}")
+            if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
+                last = checkpoint(step + 1)
+            if stop_after is not None and done >= stop_after:
+                break
     return last if last is not None else load_checkpoint(out_path)
