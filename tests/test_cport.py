@@ -12,7 +12,8 @@ from fqsr_ref import vectors as V
 from fqsr_ref.models import preset
 from fqsr_ref.verify import EXIT_FAIL, EXIT_PASS, verify
 
-SOURCE = Path(__file__).resolve().parent.parent / "tools" / "cport" / "fqsr_port.c"
+CPORT = Path(__file__).resolve().parent.parent / "tools" / "cport"
+SOURCES = [CPORT / "fqsr_port.c", CPORT / "fqsr_ops.c"]     # main + the per-op library
 CFLAGS = ["-std=c99", "-O2", "-Wall", "-Werror"]
 
 
@@ -26,7 +27,7 @@ def port_binary(tmp_path_factory):
     if cc is None:
         pytest.skip("no C compiler (cc, gcc or clang) on PATH; the C port cannot be built here")
     exe = tmp_path_factory.mktemp("cport") / "fqsr_port"
-    build = subprocess.run([cc, *CFLAGS, "-o", str(exe), str(SOURCE)], capture_output=True, text=True)
+    build = subprocess.run([cc, *CFLAGS, "-o", str(exe), *map(str, SOURCES)], capture_output=True, text=True)
     assert build.returncode == 0, f"{cc} {' '.join(CFLAGS)} failed:\n{build.stderr}"
     return exe
 

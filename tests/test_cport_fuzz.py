@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = ROOT / "tools" / "cport" / "fqsr_port.c"
+SOURCES = [ROOT / "tools" / "cport" / "fqsr_port.c", ROOT / "tools" / "cport" / "fqsr_ops.c"]
 CORNER = ROOT / "vectors" / "corner_x2_4-4-8"
 STIMULUS = "checker"                       # 8x8: a valid run takes milliseconds
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer"]
@@ -63,7 +63,7 @@ def sanitized_port(tmp_path_factory):
     if run.returncode != 0:
         pytest.skip(f"a program built with {' '.join(SANITIZE)} does not run here: {run.stderr.strip()[:200]}")
     exe = work / "fqsr_port"
-    build = subprocess.run([cc, *CFLAGS, "-o", str(exe), str(SOURCE)], capture_output=True, text=True)
+    build = subprocess.run([cc, *CFLAGS, "-o", str(exe), *map(str, SOURCES)], capture_output=True, text=True)
     assert build.returncode == 0, f"{cc} {' '.join(CFLAGS)} failed:\n{build.stderr}"
     return exe
 

@@ -21,6 +21,11 @@
  * from the declared ranges alone (int64 accumulators), every stimulus is first
  * run without writing, so a bad model writes nothing there either.
  *
+ * The arithmetic of every op (rounding, requantization, PReLU, add, conv accumulation,
+ * pixel shuffle) is in fqsr_ops.c, a library with plain C types that SystemVerilog
+ * testbenches also call through DPI-C (fqsr_ops.h); this file parses, validates,
+ * runs the graph and writes files.
+ *
  * libc only; mkdir() is the one POSIX call (C99 has no way to make a directory).
  */
 #define _POSIX_C_SOURCE 200809L
@@ -31,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "fqsr_ops.h"
 
 #define NAME_LEN 64                      /* names: at most 63 characters */
 #define PATH_LEN 1024
@@ -63,7 +69,7 @@ typedef struct {
     int64_t qmin, qmax;
     int line;           /* of model.txt */
     int n, c, h, w;     /* NCHW shape, set when the tensor is computed */
-    int64_t *data;      /* NULL until computed */
+    long long *data;    /* NULL until computed */
 } tensor_t;
 
 enum op_kind { CONV, REQUANT, ADD, SHUFFLE };
@@ -74,7 +80,7 @@ typedef struct {
     int line;                            /* of model.txt */
     int in, out, branch;                 /* tensor indices (branch: add only) */
     int cout, cin, k, acc_dtype;         /* conv */
-    int64_t *w, *b;                      /* conv: OIHW weight codes, bias (cout) */
+    long long *w, *b;                    /* conv: OIHW weight codes, bias (cout) */
     int64_t mult, neg_mult;              /* int32 multipliers */
     int shift, neg_shift, neg_sign;      /* real = sign * mult * 2^(shift - 31) */
     int relu;                            /* add: ReLU on the branch (Eq. 7) */
@@ -113,20 +119,6 @@ static void *checked_calloc(size_t count, size_t size)
 
 /* ---- arithmetic (docs/SPEC.md, integer section) -------------------------- */
 
-/* floor(v / 2^n + 1/2): round half up. Written as a floor division because
- * >> on a negative value is implementation-defined in C99. The caller makes
- * sure v + 2^(n-1) fits int64. */
-static int64_t rounding_right_shift(int64_t v, int n)
-{
-    int64_t d, t, q;
-    if (n == 0) return v;
-    d = (int64_t)1 << n;
-    t = v + (d >> 1);
-    q = t / d;                        /* C99 division truncates toward zero */
-    if (t % d != 0 && t < 0) q -= 1;  /* ... so step down to the floor */
-    return q;
-}
-
 /* 2^(n-1) for n = 31 - shift, the rounding term (0 for n = 0). */
 static uint64_t half_of(int shift)
 {
@@ -160,20 +152,13 @@ static uint64_t max_abs(const tensor_t *t)
 static const op_t *cur_op;            /* for run-time messages */
 static const stimulus_t *cur_stimulus;
 
-/* round_half_up(x * mult / 2^(31 - shift)), exact while |x| * mult + 2^(n-1)
- * fits int64 (SPEC 6.4); a value past that bound fails loudly. */
-static int64_t requant(int64_t x, int64_t mult, int shift)
+/* a requantization the SPEC rejects (6.4: |x| * M + 2^(n-1) >= 2^63) fails loudly */
+static void check_requant(int64_t x, int64_t mult, int shift)
 {
-    if (add_sat(mul_sat(magnitude(x), (uint64_t)mult), half_of(shift)) > (uint64_t)INT64_MAX)
+    if (!fqsr_requant_fits(x, (int)mult, shift))
         fail(cur_op ? cur_op->line : 0, "%s: stimulus %s: accumulator %lld times multiplier %lld "
              "leaves int64 (SPEC 6.4)", cur_op ? cur_op->name : "?",
              cur_stimulus ? cur_stimulus->name : "?", (long long)x, (long long)mult);
-    return rounding_right_shift(x * mult, 31 - shift);
-}
-
-static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
-{
-    return v < lo ? lo : (v > hi ? hi : v);
 }
 
 /* ---- files ---------------------------------------------------------------- */
@@ -182,7 +167,7 @@ static int64_t clamp(int64_t v, int64_t lo, int64_t hi)
  * must hold exactly that many bytes (checked before anything is allocated) and
  * every value must lie in [lo, hi]. line and what name the culprit in errors. */
 static void read_bin(int line, const char *what, const char *path, int dtype, size_t count,
-                     int64_t *dst, int64_t lo, int64_t hi)
+                     long long *dst, int64_t lo, int64_t hi)
 {
     size_t size = DTYPE_BYTES[dtype], i, j;
     unsigned char *buf;
@@ -223,7 +208,7 @@ static void read_bin(int line, const char *what, const char *path, int dtype, si
     free(buf);
 }
 
-static void write_bin(const char *path, int dtype, size_t count, const int64_t *src)
+static void write_bin(const char *path, int dtype, size_t count, const long long *src)
 {
     size_t size = DTYPE_BYTES[dtype], i, j;
     unsigned char *buf = checked_calloc(count, size);
@@ -491,8 +476,8 @@ static void parse_conv(const char *dir, char **f, int nf)
     /* proven here, or checked by the dry run: the accumulator fits ACC_DTYPE, and
      * |acc| * M + 2^(n-1) fits int64 on both sides (SPEC 6.4) */
     if (bound > (uint64_t)DTYPE_MAX[op->acc_dtype]
-        || add_sat(mul_sat(bound, (uint64_t)op->mult), half_of(op->shift)) > (uint64_t)INT64_MAX
-        || add_sat(mul_sat(bound, (uint64_t)op->neg_mult), half_of(op->neg_shift)) > (uint64_t)INT64_MAX)
+        || !fqsr_requant_fits((long long)bound, (int)op->mult, op->shift)
+        || !fqsr_requant_fits((long long)bound, (int)op->neg_mult, op->neg_shift))
         dry_run_needed = 1;
     op_output(op);
 }
@@ -688,12 +673,10 @@ static void parse_model(const char *dir)
 
 /* ---- ops ------------------------------------------------------------------ */
 
-#define AT(t, n_, c_, y_, x_) ((t)->data[(((size_t)(n_) * (t)->c + (c_)) * (t)->h + (y_)) * (t)->w + (x_)])
-
 static void alloc_tensor(tensor_t *t, int n, int c, int h, int w)
 {
     t->n = n; t->c = c; t->h = h; t->w = w;
-    t->data = checked_calloc((size_t)n * c * h * w, sizeof(int64_t));
+    t->data = checked_calloc((size_t)n * c * h * w, sizeof(long long));
 }
 
 static size_t numel(const tensor_t *t) { return (size_t)t->n * t->c * t->h * t->w; }
@@ -705,38 +688,20 @@ static void conv_op(const op_t *op, tensor_t *acc)
 {
     const tensor_t *x = &tensors[op->in];
     tensor_t *y = &tensors[op->out];
-    int n, o, oy, ox, c, ky, kx, pad = op->k / 2;
     size_t i;
     if (x->c != op->cin) fail(op->line, "conv '%s': input channels do not match the weights", op->name);
     alloc_tensor(acc, x->n, op->cout, x->h, x->w);
     alloc_tensor(y, x->n, op->cout, x->h, x->w);
-    for (n = 0; n < x->n; n++)
-        for (o = 0; o < op->cout; o++)
-            for (oy = 0; oy < x->h; oy++)
-                for (ox = 0; ox < x->w; ox++) {
-                    int64_t sum = op->b[o];
-                    for (c = 0; c < op->cin; c++)
-                        for (ky = 0; ky < op->k; ky++) {
-                            int in_y = oy + ky - pad;
-                            if (in_y < 0 || in_y >= x->h) continue;
-                            for (kx = 0; kx < op->k; kx++) {
-                                int in_x = ox + kx - pad;
-                                if (in_x < 0 || in_x >= x->w) continue;
-                                sum += op->w[(((size_t)o * op->cin + c) * op->k + ky) * op->k + kx]
-                                       * AT(x, n, c, in_y, in_x);
-                            }
-                        }
-                    AT(acc, n, o, oy, ox) = sum;
-                }
+    fqsr_conv_acc(x->data, x->n, x->c, x->h, x->w, op->w, op->b, op->cout, op->k, acc->data);
     for (i = 0; i < numel(acc); i++) {
-        int64_t a = acc->data[i];
-        int64_t v;
+        long long a = acc->data[i];
         if (a < DTYPE_MIN[op->acc_dtype] || a > DTYPE_MAX[op->acc_dtype])
             fail(op->line, "conv '%s': stimulus %s: accumulator %lld does not fit ACC_DTYPE %s", op->name,
-                 cur_stimulus->name, (long long)a, DTYPE_NAMES[op->acc_dtype]);
-        v = a >= 0 ? requant(a, op->mult, op->shift)
-                   : requant(op->neg_sign * a, op->neg_mult, op->neg_shift);
-        y->data[i] = clamp(v, y->qmin, y->qmax);
+                 cur_stimulus->name, a, DTYPE_NAMES[op->acc_dtype]);
+        if (a >= 0) check_requant(a, op->mult, op->shift);
+        else check_requant(a, op->neg_mult, op->neg_shift);   /* |-a| = |a| */
+        y->data[i] = fqsr_conv_output(a, (int)op->mult, op->shift, (int)op->neg_mult, op->neg_shift,
+                                      op->neg_sign, y->qmin, y->qmax);
     }
 }
 
@@ -746,8 +711,10 @@ static void requant_op(const op_t *op)
     tensor_t *y = &tensors[op->out];
     size_t i;
     alloc_tensor(y, x->n, x->c, x->h, x->w);
-    for (i = 0; i < numel(x); i++)
-        y->data[i] = clamp(requant(x->data[i], op->mult, op->shift), y->qmin, y->qmax);
+    for (i = 0; i < numel(x); i++) {
+        check_requant(x->data[i], op->mult, op->shift);
+        y->data[i] = fqsr_requant_clamp(x->data[i], (int)op->mult, op->shift, y->qmin, y->qmax);
+    }
 }
 
 /* Eq. 7: y = clamp(rrs(x * Mx + relu?(z) * Mz, 31 - shift)); both products share the shift.
@@ -759,12 +726,9 @@ static void add_op(const op_t *op)
     size_t i;
     if (numel(x) != numel(z)) fail(op->line, "add '%s': operands differ in size", op->name);
     alloc_tensor(y, x->n, x->c, x->h, x->w);
-    for (i = 0; i < numel(x); i++) {
-        int64_t b = z->data[i];
-        if (op->relu && b < 0) b = 0;
-        y->data[i] = clamp(rounding_right_shift(x->data[i] * op->mult + b * op->branch_mult, 31 - op->shift),
-                           y->qmin, y->qmax);
-    }
+    for (i = 0; i < numel(x); i++)
+        y->data[i] = fqsr_add(x->data[i], z->data[i], op->relu, (int)op->mult, (int)op->branch_mult,
+                              op->shift, y->qmin, y->qmax);
 }
 
 /* (N, C r^2, H, W) -> (N, C, H r, W r): y[n, c, h r + i, w r + j] = x[n, c r^2 + i r + j, h, w] */
@@ -772,17 +736,11 @@ static void shuffle_op(const op_t *op)
 {
     const tensor_t *x = &tensors[op->in];
     tensor_t *y = &tensors[op->out];
-    int r = op->factor, n, c, h, w, i, j;
+    int r = op->factor;
     if (r < 1 || x->c % (r * r) != 0)
         fail(op->line, "shuffle '%s': factor does not divide the channels", op->name);
     alloc_tensor(y, x->n, x->c / (r * r), x->h * r, x->w * r);
-    for (n = 0; n < x->n; n++)
-        for (c = 0; c < y->c; c++)
-            for (h = 0; h < x->h; h++)
-                for (w = 0; w < x->w; w++)
-                    for (i = 0; i < r; i++)
-                        for (j = 0; j < r; j++)
-                            AT(y, n, c, h * r + i, w * r + j) = AT(x, n, c * r * r + i * r + j, h, w);
+    fqsr_pixel_shuffle(x->data, x->n, x->c, x->h, x->w, r, y->data);
 }
 
 /* port == NULL: compute only (the dry run), write nothing */
