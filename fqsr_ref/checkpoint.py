@@ -72,6 +72,15 @@ def load_checkpoint(path) -> Checkpoint:
     """Read a checkpoint; a missing, corrupt or foreign file is a ValueError naming it."""
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path}: no such file")
+    # np.load guesses the format from the content: a text file reads as "pickled data",
+    # a .npy as one array. A .npz is a zip archive; anything else is refused by name.
+    try:
+        with open(path, "rb") as f:
+            signature = f.read(4)
+    except OSError as exc:
+        raise ValueError(f"checkpoint {path}: cannot read it ({exc.strerror or exc})") from None
+    if signature not in (b"PK\x03\x04", b"PK\x05\x06"):   # a zip file's first (or only) record
+        raise ValueError(f"checkpoint {path}: not a .npz archive (not a zip file)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             entries = {name: archive[name] for name in archive.files}

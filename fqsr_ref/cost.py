@@ -402,20 +402,33 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option's help states its default (tests/test_cli_contract.py checks it)."""
+    arch_blocks = ", ".join(f"{a} {b}" for a, b in DEFAULT_BLOCKS.items())
     parser = _Parser(prog="python -m fqsr_ref.cost",
                      description="OPs and peak memory of an SR model (paper, section 4.3).")
-    parser.add_argument("--arch", default="srresnet", choices=ARCHS)
-    parser.add_argument("--scale", type=int, default=2, choices=SCALES)
-    parser.add_argument("--bits", default="32/32/32", help="wt/fm/sc, 32 = full precision")
-    parser.add_argument("--blocks", type=int, default=None, help="residual blocks (default per arch)")
-    parser.add_argument("--channels", type=int, default=None, help="feature channels (default 64)")
+    parser.add_argument("--arch", default="srresnet", choices=ARCHS,
+                        help="architecture (default %(default)s)")
+    parser.add_argument("--scale", type=int, default=2, choices=SCALES,
+                        help="upscaling factor (default %(default)s)")
+    parser.add_argument("--bits", default="32/32/32",
+                        help="wt/fm/sc, 32 = full precision (default %(default)s)")
+    parser.add_argument("--blocks", type=int, default=None,
+                        help=f"residual blocks (default per arch: {arch_blocks})")
+    parser.add_argument("--channels", type=int, default=None,
+                        help=f"feature channels (default {DEFAULT_CHANNELS})")
     parser.add_argument("--lr-size", default=None,
                         help="LR input WxH (default: DIV2K 2040x1356 divided by the scale)")
     parser.add_argument("--requant-image", action="store_true",
                         help="the head reads the image requantized to fm bits "
                              "(default: its 8-bit codes)")
-    parser.add_argument("--layers", action="store_true", help="also print one row per op")
+    parser.add_argument("--layers", action="store_true",
+                        help="also print one row per op (default: totals only)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         report = model_cost(args.arch, args.scale, args.bits, args.lr_size, args.blocks,

@@ -68,51 +68,95 @@ def presets_table() -> str:
     rows += [(n, str(v["patch"]), str(v["batch"]), f"{v['lr']:g}", f"{v['ft_lr']:g}",
               str(v["fp_steps"]), str(v["steps"])) for n, v in named]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    table = "\n".join(("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths))).rstrip() for r in rows)
+    tiny = (f"--tiny also sets --arch {TINY['arch']} --scale 2 --bits {TINY['bits']} "
+            f"--blocks {TINY['blocks']} --channels {TINY['channels']} --out {TINY['out']} "
+            f"(--out {TINY_LOW_BIT['out']} when --bits has wt or fm below 8)")
+    return table + "\n\n" + tiny
+
+
+def _preset_help(key: str, fmt: str = "{}") -> str:
+    """'default X (edsr Y); --tiny Z[, W with --bits below 8]' for a preset option."""
+    default = fmt.format(PAPER[key])
+    others = sorted({fmt.format(v[key]) for a, v in PRESETS.items() if v[key] != PAPER[key]})
+    for value in others:
+        archs = " and ".join(a for a, v in PRESETS.items() if fmt.format(v[key]) == value)
+        default += f", {archs} {value}"
+    tiny = fmt.format(TINY[key])
+    if TINY_LOW_BIT[key] != TINY[key]:
+        tiny += f", {fmt.format(TINY_LOW_BIT[key])} with --bits below 8"
+    return f"default {default}; --tiny {tiny}"
 
 
 def build_parser():
+    """Every option's help states its default (tests/test_cli_contract.py checks it)."""
+    arch_blocks = ", ".join(f"{a} {preset(a).blocks}" for a in ARCHS)
     p = argparse.ArgumentParser(
         prog="python -m fqsr_ref.train", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="presets (any option given on the command line wins):\n" + presets_table())
     p.add_argument("--tiny", action="store_true",
                    help="small EDSR x2 on procedural images: 8/8/8 in about 2 minutes; "
-                        "with --bits below 8 (e.g. 4/4/8) a longer fine-tuning, under 5 minutes")
-    p.add_argument("--arch", choices=ARCHS, default=None, help="default srresnet (--tiny: edsr)")
-    p.add_argument("--scale", type=int, choices=SCALES, default=2)
-    p.add_argument("--bits", help="wt/fm/sc, e.g. 4/4/8; 32/32/32 = full precision (the default; --tiny: 8/8/8)")
+                        "with --bits below 8 (e.g. 4/4/8) a longer fine-tuning, under 5 minutes "
+                        "(the values it sets are listed below)")
+    p.add_argument("--arch", choices=ARCHS, default=None,
+                   help=f"default srresnet; --tiny {TINY['arch']}")
+    p.add_argument("--scale", type=int, choices=SCALES, default=2,
+                   help="upscaling factor (default %(default)s; --tiny 2)")
+    p.add_argument("--bits", help="wt/fm/sc, e.g. 4/4/8; 32/32/32 = full precision "
+                                  f"(default 32/32/32; --tiny {TINY['bits']})")
     p.add_argument("--grid", choices=("narrow", "dorefa"), default="narrow",
-                   help="signed quantization grid (narrow: zero exact, fits M-bit two's complement)")
-    p.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the arch's)")
-    p.add_argument("--channels", type=int, default=None, help="feature channels (default 64)")
+                   help="signed quantization grid (narrow: zero exact, fits M-bit two's complement; "
+                        "default %(default)s)")
+    p.add_argument("--blocks", type=int, default=None,
+                   help=f"residual blocks (default the arch's: {arch_blocks}; --tiny {TINY['blocks']})")
+    p.add_argument("--channels", type=int, default=None,
+                   help=f"feature channels (default {preset('srresnet').channels}; "
+                        f"--tiny {TINY['channels']})")
     p.add_argument("--branch-relu", action=argparse.BooleanOptionalAction, default=None,
                    help="quantized model: Eq. 7's y = Q(x) + ReLU(Q(z)) instead of the plain "
                         "residual add (default: the plain add, see docs/SPEC.md 5.2)")
     p.add_argument("--requant-image", action="store_true",
-                   help="the head conv reads the image requantized to fm bits instead of its 8-bit codes")
-    p.add_argument("--disc-channels", type=int, default=64, help="SRGAN discriminator base channels")
-    p.add_argument("--disc-stages", type=int, default=4, help="SRGAN discriminator stride-2 stages")
+                   help="the head conv reads the image requantized to fm bits instead of its "
+                        "8-bit codes (default: the 8-bit codes)")
+    p.add_argument("--disc-channels", type=int, default=64,
+                   help="SRGAN discriminator base channels (default %(default)s)")
+    p.add_argument("--disc-stages", type=int, default=4,
+                   help="SRGAN discriminator stride-2 stages (default %(default)s)")
     p.add_argument("--train-dir", help="folder of HR training images (default: procedural images)")
     p.add_argument("--val-dir", help="folder of HR validation images (default: the bundled photographs)")
-    p.add_argument("--init", help="full-precision checkpoint to fine-tune from (skips pretraining)")
-    p.add_argument("--fp-steps", type=int, default=None, help="full-precision pretraining steps")
-    p.add_argument("--steps", type=int, default=None, help="steps of the final (quantized) stage")
-    p.add_argument("--batch", type=int, default=None, help="batch size")
-    p.add_argument("--patch", type=int, default=None, help="LR patch side, HR = patch x scale")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of full-precision training")
-    p.add_argument("--ft-lr", type=float, default=None, help="learning rate of quantized fine-tuning")
+    p.add_argument("--init", help="full-precision checkpoint to fine-tune from, skipping pretraining "
+                                  "(default: none, pretrain)")
+    p.add_argument("--fp-steps", type=int, default=None,
+                   help="full-precision pretraining steps before quantized fine-tuning ("
+                        + _preset_help("fp_steps") + ")")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps of the final stage: quantized fine-tuning, or full-precision "
+                        "training with --bits 32/32/32 (" + _preset_help("steps") + ")")
+    p.add_argument("--batch", type=int, default=None, help="batch size (" + _preset_help("batch") + ")")
+    p.add_argument("--patch", type=int, default=None,
+                   help="LR patch side, HR = patch x scale (" + _preset_help("patch") + ")")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate of full-precision training (" + _preset_help("lr", "{:g}") + ")")
+    p.add_argument("--ft-lr", type=float, default=None,
+                   help="learning rate of quantized fine-tuning (" + _preset_help("ft_lr", "{:g}") + ")")
     p.add_argument("--fp-pixel-range", type=float, default=1.0,
-                   help="pixels in 0..R for full-precision pretraining (1, measured faster on the "
-                        "tiny model; 255 is the authors'); fine-tuning always uses 0..255")
-    p.add_argument("--alpha", type=float, default=0.3, help="SQCL weight (Eq. 9), on 0..255 pixels")
-    p.add_argument("--warmup-iters", type=int, default=20, help="DAIA warm-up iterations (Eq. 4)")
+                   help="pixels in 0..R for full-precision pretraining (default %(default)g, measured "
+                        "faster on the tiny model; 255 is the authors'); fine-tuning always uses 0..255")
+    p.add_argument("--alpha", type=float, default=0.3,
+                   help="SQCL weight (Eq. 9), on 0..255 pixels (default %(default)g)")
+    p.add_argument("--warmup-iters", type=int, default=20,
+                   help="DAIA warm-up iterations (Eq. 4; default %(default)s)")
     p.add_argument("--strict", action="store_true",
                    help="stop with an error if a parameter never receives a gradient "
-                        f"(its first {DEAD_WINDOW} steps after the warm-up)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--out", default=None, help="output directory (default runs/<arch>_x<scale>)")
+                        f"(its first {DEAD_WINDOW} steps after the warm-up; default: a warning)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the initial weights and the training batches (default %(default)s)")
+    p.add_argument("--checkpoint-every", type=int, default=100,
+                   help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--out", default=None,
+                   help=f"output directory (default runs/<arch>_x<scale>; --tiny {TINY['out']}, "
+                        f"{TINY_LOW_BIT['out']} with --bits below 8)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out "
                    "(with the same model and training options)")
     p.add_argument("--overwrite", action="store_true",

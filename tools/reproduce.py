@@ -5,22 +5,25 @@ tiny x2 model (16 channels, 2 blocks) is trained on procedural images, then
 fine-tuned fully quantized at 8/8/32, 8/8/8, 6/6/8, 4/4/32 and 4/4/8, and the
 ablation of Table 5 at 4/4/32: neither DAIA nor SQCL (intervals start at 1 and
 train), DAIA only, DAIA + SQCL. Every model and bicubic are scored on the bundled
-photographs (never trained on). Writes docs/results.md (the tables beside the
+photographs (never trained on). Writes OUT/results.md (the tables beside the
 paper's Set5 rows, and which of the paper's orderings hold) and
-docs/results_<arch>.png (gain over bicubic, ours and the paper's).
+OUT/results_<arch>.png (gain over bicubic, ours and the paper's); OUT is --out
+(runs/reproduce), or --docs DIR: `--docs docs` replaces the tracked docs/results.md.
 
     python tools/reproduce.py [--arch srresnet edsr] [--fp-steps 6000] [--steps 3000]
 
 With the defaults (the --tiny recipe: batch 8 of 12x12 LR patches) it takes about
 12 minutes per architecture on a 2-core CPU (`--jobs 2` runs the two at once);
 checkpoints go to --out/<arch> and a finished run is reused when the script is
-started again.
+started again. OpenBLAS runs one thread per process (`import fqsr_ref` sets it,
+whatever was imported first; set OPENBLAS_NUM_THREADS to change it).
 """
 import argparse
 import dataclasses
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -111,7 +114,7 @@ def write_markdown(path, all_scores, args):
         "# The paper's Tables 2, 3 and 5 at tiny scale",
         "",
         f"Made by `python tools/reproduce.py --fp-steps {args.fp_steps} --steps {args.steps} "
-        "--jobs 2` (12 minutes on a 2-core CPU, the two architectures side by side). Models: "
+        f"--jobs 2{' --docs ' + args.docs if args.docs else ''}` (12 minutes on a 2-core CPU, the two architectures side by side). Models: "
         "SRResNet and EDSR-baseline x2 with 16 channels and 2 blocks (the paper: 64 channels, "
         f"16 blocks), trained on procedural images only ({args.fp_steps} full-precision steps "
         f"on [0, 1] pixels, then {args.steps} quantized fine-tuning steps per row on 0..255 "
@@ -148,8 +151,19 @@ def write_markdown(path, all_scores, args):
             lines.append(f"| {hi} above {lo} | {d:+.3f} dB | {'yes' if d > 0 else 'no'} |")
         lines += ["", f"![gain over bicubic, {arch}](results_{arch}.png)"]
     lines += ["", READING]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+    write_text(path, "\n".join(lines))
+
+
+def write_text(path, text):
+    """Atomically: a temporary file in the same folder, then os.replace."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 # A 3x5 pixel font for the plot's labels (no plotting library is a dependency).
@@ -209,33 +223,77 @@ def train_and_score(args, arch):
     return evaluate(models), {name: never_learned(ckpt) for name, ckpt in models.items()}
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line, no usage dump: the contract of every fqsr_ref command line.
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser():
+    p = Parser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--arch", nargs="+", choices=sorted(PAPER_SET5), default=["srresnet", "edsr"],
+                   help="architectures (default: srresnet edsr)")
+    p.add_argument("--fp-steps", type=int, default=6000, help="full-precision steps (default %(default)s)")
+    p.add_argument("--steps", type=int, default=3000,
+                   help="quantized fine-tuning steps per row (default %(default)s)")
+    p.add_argument("--batch", type=int, default=8, help="batch size (default %(default)s)")
+    p.add_argument("--patch", type=int, default=12, help="LR patch side (default %(default)s)")
+    p.add_argument("--lr", type=float, default=3e-3,
+                   help="full-precision learning rate; fine-tuning uses lr/3 (default %(default)g)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="architectures trained at once, one core each (default %(default)s)")
+    p.add_argument("--out", default="runs/reproduce",
+                   help="checkpoints (OUT/<arch>) and, without --docs, results.md and its plots "
+                        "(default %(default)s)")
+    p.add_argument("--docs", default=None,
+                   help="write results.md and its plots to this folder instead of OUT "
+                        "(default: OUT); `--docs docs` replaces the tracked docs/results.md")
+    return p
+
+
+def validate(args):
+    """Refuse bad numbers and unusable folders before any training: ValueError naming the option."""
+    for flag, value, low in (("--fp-steps", args.fp_steps, 0), ("--steps", args.steps, 1),
+                             ("--batch", args.batch, 1), ("--patch", args.patch, 1),
+                             ("--jobs", args.jobs, 1)):
+        if value < low:
+            raise ValueError(f"{flag} {value}: must be >= {low}")
+    if not args.lr > 0:   # `not >` also refuses NaN
+        raise ValueError(f"--lr {args.lr:g}: must be > 0")
+    for flag, folder in (("--out", args.out), ("--docs", args.docs)):
+        if folder is None:
+            continue
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {folder}: exists and is not a folder")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{flag} {folder}: cannot create or write to it "
+                             f"({exc.strerror or exc})") from None
+
+
 def main(argv=None):
     import signal
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", nargs="+", choices=sorted(PAPER_SET5), default=["srresnet", "edsr"])
-    p.add_argument("--fp-steps", type=int, default=6000)
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--patch", type=int, default=12)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--jobs", type=int, default=1, help="architectures trained at once (one core each)")
-    p.add_argument("--out", default="runs/reproduce")
-    p.add_argument("--docs", default="docs")
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    results_dir = args.docs or args.out
     t0 = time.time()
     # Exit contract of the fqsr_ref commands: bad input, a failing write or out of memory is
     # one line "error: ..." and exit 2; Ctrl-C is "interrupted" and exit 130; no traceback.
     # The workers ignore SIGINT, so Ctrl-C reaches only this process, which stops them.
     try:
+        validate(args)
         with multiprocessing.Pool(min(args.jobs, len(args.arch)), initializer=signal.signal,
                                   initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
             results = pool.starmap(train_and_score, [(args, arch) for arch in args.arch])
         all_scores = dict(zip(args.arch, results))
         minutes = (time.time() - t0) / 60
-        write_markdown(os.path.join(args.docs, "results.md"), all_scores, args)
+        write_markdown(os.path.join(results_dir, "results.md"), all_scores, args)
         for arch, (scores, _) in all_scores.items():
-            write_plot(os.path.join(args.docs, f"results_{arch}.png"), scores, arch)
+            write_plot(os.path.join(results_dir, f"results_{arch}.png"), scores, arch)
     except KeyboardInterrupt:
         print("\ninterrupted; finished runs in --out are reused when started again", file=sys.stderr)
         raise SystemExit(130) from None
@@ -246,7 +304,7 @@ def main(argv=None):
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"wrote {args.docs}/results.md and its plots ({minutes:.0f} min)")
+    print(f"wrote {os.path.join(results_dir, 'results.md')} and its plots ({minutes:.0f} min)")
 
 
 if __name__ == "__main__":
