@@ -18,18 +18,24 @@ signed codes that is code 0; a dorefa tensor has no code for 0, so a padded
 tap contributes nothing at all (the authors' code pads the float tensor with 0
 before quantizing it, which turns padding into +I/n; this project does not).
 
-Speed: the products are computed with float32 (float64) BLAS when every partial
-sum is provably an integer below 2^24 (2^53) in magnitude, so that every product
-and every sum, in any order, is exact; otherwise with an int64 path. The bound
-is checked in code (`exact_dtype`).
+Speed (`prepare_conv`, `conv_strips`, docs/SPEC.md 6.6): the convolution runs on
+channels-last codes in horizontal strips of output rows (bounded working memory,
+whatever the image size), as float32 BLAS GEMMs on chunks of the reduction whose
+proven |partial sum| bound is below 2^24 (so every float operation is exact); the
+chunks are summed as integers. Where no float32 chunk can be exact (e.g. 16-bit
+codes), the exact path of `int_conv2d_exact` (float64 below 2^53, else int64).
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
+from numba import njit
+from scipy.linalg import blas
 
 from ..ops.conv import conv2d_forward
 
-from .requant import INT32_MAX, INT32_MIN, acc_bound, acc_dtype, check_codes
+from .requant import INT32_MAX, INT32_MIN, acc_bound, acc_dtype, check_codes, operand_max_abs
 
 F32_EXACT_LIMIT = 1 << 24
 F64_EXACT_LIMIT = 1 << 53
@@ -143,7 +149,7 @@ def int_gemm(a_codes: np.ndarray, a_bits: int, a_signed: bool,
     return np.matmul(av.astype(dt), bv.astype(dt)).astype(acc_dtype(bound))
 
 
-def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
+def int_conv2d_exact(x_codes: np.ndarray, x_bits: int, x_signed: bool,
                w_codes: np.ndarray, w_bits: int, w_signed: bool,
                bias: np.ndarray | None = None, stride: int = 1,
                *, x_dorefa: bool = False, w_dorefa: bool = False) -> np.ndarray:
@@ -155,8 +161,9 @@ def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     + 1, dtype `acc_dtype(acc_bound(C * K * K, ..., max|bias|))`:
         acc[n, o, oy, ox] = bias[o] + sum_{c, ky, kx}
             value(w)[o, c, ky, kx] * value(x)[n, c, oy * stride + ky - pad, ox * stride + kx - pad]
-    Computed by the float conv op (shifted GEMMs) in the dtype of `exact_dtype`,
-    or as K * K shifted int64 GEMMs: every running sum is a partial sum of the
+    This is the general path (any stride, dorefa operands); `int_conv2d` takes the
+    strip path when it applies. Computed by the float conv op (shifted GEMMs) in
+    the dtype of `exact_dtype`, or as K * K shifted int64 GEMMs: every running sum is a partial sum of the
     dot product, so the bound that makes one GEMM exact covers the whole sum.
     """
     pad, h_out, w_out = conv_geometry("int_conv2d", x_codes, w_codes, stride)
@@ -183,3 +190,262 @@ def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     if b is not None:
         acc = acc + b[:, None, None]
     return np.ascontiguousarray(acc, dtype=acc_dtype(product_bound + bias_bound(b)))
+
+
+def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
+               w_codes: np.ndarray, w_bits: int, w_signed: bool,
+               bias: np.ndarray | None = None, stride: int = 1,
+               *, x_dorefa: bool = False, w_dorefa: bool = False) -> np.ndarray:
+    """Accumulators of a "same" convolution on codes; the contract of `int_conv2d_exact`.
+
+    Stride 1 without dorefa operands runs the strip path of the integer model
+    (`conv_strips`, float32 chunks where exact); everything else `int_conv2d_exact`.
+    """
+    if stride != 1 or x_dorefa or w_dorefa:
+        return int_conv2d_exact(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, stride,
+                                x_dorefa=x_dorefa, w_dorefa=w_dorefa)
+    conv_geometry("int_conv2d", x_codes, w_codes, stride)
+    o = w_codes.shape[0]
+    b = check_bias("int_conv2d", bias, o)
+    check_codes("int_conv2d x", x_codes, x_bits, x_signed)
+    check_codes("int_conv2d w", w_codes, w_bits, w_signed)
+    plan = prepare_conv(w_codes, x_bits, x_signed, w_bits, w_signed)
+    dt = acc_dtype(plan.bound + bias_bound(b))
+    n, _, h, w = x_codes.shape
+    acc = np.empty((n, h, w, o), dtype=dt)
+    bias64 = np.zeros(o, np.int64) if b is None else b
+
+    def store(i, h0, h1, a):
+        acc[i, h0:h1] = a.astype(np.int64) + bias64
+    conv_strips(np.ascontiguousarray(x_codes.transpose(0, 2, 3, 1)), x_bits, x_signed, plan, store)
+    return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
+
+
+# ---------------------------------------------------------------------------
+# The strip path: channels-last codes, float32 chunks proven exact, bounded memory
+# ---------------------------------------------------------------------------
+
+# Float32 working memory of one strip (grid, stacked taps, GEMM output); the strip
+# height follows from it, so a conv's temporaries do not grow with the image.
+STRIP_BYTES = 16 << 20
+
+
+class ConvPlan(NamedTuple):
+    """How `conv_strips` computes one conv (weights fixed, so prepared once).
+
+    kind: "shift" (K*K accumulating GEMMs on shifted views of a zero-padded grid),
+    "stack_in" (few input channels: the K*K taps stacked, one GEMM), "stack_out"
+    (few output channels: one GEMM gives every tap's products, summed shifted),
+    or "exact" (no float32 chunk can be exact: `int_conv2d_exact`).
+    chunks: reduction ranges (of taps for "shift", of stacked rows tap-major for
+    "stack_in") each with a proven |partial sum| bound below 2^24.
+    """
+    kind: str
+    k: int
+    cin: int
+    cout: int
+    chunks: tuple
+    weights: np.ndarray   # float32, laid out for kind (see prepare_conv)
+    w_codes: np.ndarray   # OIHW codes (the exact path)
+    w_bits: int
+    w_signed: bool
+    bound: int            # proven max |acc| without bias: C*K*K*max|x|*max|w| (SPEC 6.5)
+
+
+def _chunks(term_bounds: np.ndarray, limit: int):
+    """Split consecutive reduction terms into ranges whose bound stays below limit.
+
+    term_bounds: (T, O) int64, the bound of term t's contribution to output o
+    (max|x| * sum of |w| over the channels the term covers). A range's bound is
+    max over o of the sum over its terms. None if one term alone reaches limit.
+    """
+    chunks, start, running = [], 0, np.zeros(term_bounds.shape[1], np.int64)
+    for t in range(term_bounds.shape[0]):
+        if int(term_bounds[t].max()) >= limit:
+            return None
+        if int((running + term_bounds[t]).max()) >= limit:
+            chunks.append((start, t))
+            start, running = t, np.zeros_like(running)
+        running += term_bounds[t]
+    chunks.append((start, term_bounds.shape[0]))
+    return tuple(chunks)
+
+
+def prepare_conv(w_codes: np.ndarray, x_bits: int, x_signed: bool, w_bits: int,
+                 w_signed: bool = True) -> ConvPlan:
+    """The plan of a stride-1 conv of (x_bits, x_signed) codes by (w_bits, w_signed) weights.
+
+    The float32 exactness bound of a chunk of the reduction is max over outputs o of
+    max|x| * sum over the chunk of |w[o, c, ky, kx]| (the weights are known): every
+    product and every partial sum of the chunk, in any summation order, is an integer
+    of at most that magnitude, exact in float32 when below 2^24 (SPEC 6.6).
+    """
+    o, c, k, _ = w_codes.shape
+    a = operand_max_abs(x_bits, x_signed)
+    wv = w_codes.astype(np.int64)
+    absw = np.abs(wv) * a                                   # (O, C, K, K)
+    bound = acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed)
+    limit = F32_EXACT_LIMIT
+    taps = wv.transpose(2, 3, 1, 0).reshape(k * k, c, o)    # (tap, C, O)
+    if k > 1 and c < 8 and c < o:
+        # stacked rows r = tap * C + channel; the chunks split them
+        chunks = _chunks(absw.transpose(2, 3, 1, 0).reshape(k * k * c, o), limit)
+        kind, weights = "stack_in", taps.reshape(k * k * c, o)
+    elif k > 1 and o <= 16 and o < c:
+        # each tap's products are summed in float32 over C, the taps in int64
+        per_tap = absw.sum(axis=1).transpose(1, 2, 0).reshape(k * k, o)
+        chunks = None if int(per_tap.max()) >= limit else ((0, k * k),)
+        kind, weights = "stack_out", taps.transpose(1, 0, 2).reshape(c, k * k * o)
+    else:
+        chunks = _chunks(absw.sum(axis=1).transpose(1, 2, 0).reshape(k * k, o), limit)
+        kind, weights = "shift", taps
+    if chunks is None:
+        kind = "exact"
+    return ConvPlan(kind, k, c, o, chunks, np.ascontiguousarray(weights, dtype=np.float32),
+                    w_codes, w_bits, w_signed, bound)
+
+
+def _strip_rows(width: int, bytes_per_pixel: int) -> int:
+    return max(1, STRIP_BYTES // max(1, width * bytes_per_pixel))
+
+
+@njit(cache=True)
+def _stack_taps(x, h0, h1, k, out):
+    """out[(y - h0) * W + x_, t * C + c] = x[y + ky - p, x_ + kx - p, c] (0 outside the image),
+    t = ky * K + kx: the K*K taps of each output pixel of rows [h0, h1) side by side."""
+    height, width, chans = x.shape
+    pad = k // 2
+    for y in range(h0, h1):
+        for xx in range(width):
+            row = (y - h0) * width + xx
+            for ky in range(k):
+                iy = y + ky - pad
+                for kx in range(k):
+                    ix = xx + kx - pad
+                    base = (ky * k + kx) * chans
+                    if 0 <= iy < height and 0 <= ix < width:
+                        for ch in range(chans):
+                            out[row, base + ch] = x[iy, ix, ch]
+                    else:
+                        for ch in range(chans):
+                            out[row, base + ch] = 0.0
+
+
+@njit(cache=True)
+def _sum_shifted_taps(part, first_row, height, h0, h1, k, cout, out):
+    """out[y - h0, x_, o] = sum over taps inside the image of
+    int64(part[(y + ky - p - first_row) * W + x_ + kx - p, t * cout + o]):
+    the stack_out plan's per-tap products (exact integers in float32) summed in int64."""
+    width = out.shape[1]
+    pad = k // 2
+    for y in range(h0, h1):
+        for xx in range(width):
+            for o in range(cout):
+                total = np.int64(0)
+                for ky in range(k):
+                    iy = y + ky - pad
+                    if iy < 0 or iy >= height:
+                        continue
+                    for kx in range(k):
+                        ix = xx + kx - pad
+                        if 0 <= ix < width:
+                            total += np.int64(part[(iy - first_row) * width + ix, (ky * k + kx) * cout + o])
+                out[y - h0, xx, o] = total
+
+
+@njit(cache=True)
+def _add_into(acc, part):
+    """acc += int(part), element by element (a finished float32 chunk into the integer sum)."""
+    a, p = acc.reshape(-1), part.reshape(-1)
+    for i in range(a.size):
+        a[i] += np.int64(p[i])
+
+
+def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
+                emit: Callable[[int, int, int, np.ndarray], None]) -> None:
+    """Run a stride-1 "same" conv on channels-last codes x (N, H, W, C), strip by strip.
+
+    For each image i and strip of output rows [h0, h1), calls emit(i, h0, h1, acc)
+    with acc (h1 - h0, W, O) the exact accumulators without bias: float32 holding
+    integers (one chunk), int32/int64, possibly a strided view valid only during
+    the call. The emitter requantizes (the integer model) or stores (int_conv2d).
+    """
+    n, h, w, c = x.shape
+    k, o, pad = plan.k, plan.cout, plan.k // 2
+    if plan.kind == "exact":
+        acc = int_conv2d_exact(x.transpose(0, 3, 1, 2), x_bits, x_signed, plan.w_codes, plan.w_bits,
+                               plan.w_signed)
+        for i in range(n):
+            emit(i, 0, h, acc[i].transpose(1, 2, 0))
+        return
+    int_dt = acc_dtype(plan.bound)
+    if plan.kind == "stack_in":
+        rows = min(h, _strip_rows(w, 4 * (k * k * c + o)))
+        stacked = np.empty((rows * w, k * k * c), np.float32)
+        out = np.empty((rows * w, o), np.float32)
+        for i in range(n):
+            for h0 in range(0, h, rows):
+                h1 = min(h, h0 + rows)
+                m = (h1 - h0) * w
+                _stack_taps(x[i], h0, h1, k, stacked)
+                if len(plan.chunks) == 1:
+                    np.matmul(stacked[:m], plan.weights, out=out[:m])
+                    emit(i, h0, h1, out[:m].reshape(h1 - h0, w, o))
+                    continue
+                total = np.zeros((m, o), int_dt)
+                for r0, r1 in plan.chunks:
+                    np.matmul(stacked[:m, r0:r1], plan.weights[r0:r1], out=out[:m])
+                    _add_into(total, out[:m])
+                emit(i, h0, h1, total.reshape(h1 - h0, w, o))
+        return
+    if plan.kind == "stack_out":
+        rows = min(h, _strip_rows(w, 4 * (c + k * k * o)))
+        span = rows + 2 * pad
+        xs = np.empty((span * w, c), np.float32)
+        part = np.empty((span * w, k * k * o), np.float32)
+        acc = np.empty((rows, w, o), int_dt)
+        for i in range(n):
+            for h0 in range(0, h, rows):
+                h1 = min(h, h0 + rows)
+                r0, r1 = max(0, h0 - pad), min(h, h1 + pad)
+                m = (r1 - r0) * w
+                xs[:m] = x[i, r0:r1].reshape(m, c)
+                np.matmul(xs[:m], plan.weights, out=part[:m])
+                _sum_shifted_taps(part, r0, h, h0, h1, k, o, acc)
+                emit(i, h0, h1, acc[:h1 - h0])
+        return
+    # "shift": a zero-padded grid of the strip's input rows, rows of Wq = W + pad
+    # columns (the pad zeros after a row are the left padding of the next), a guard
+    # of pad zeros before and after; output (y, x_) at grid column j reads tap
+    # (ky, kx) at column j + (ky - pad) * Wq + (kx - pad), a contiguous (L, C) slice.
+    wq = w + pad
+    rows = min(h, _strip_rows(wq, 4 * (c + o)))
+    span = rows + 2 * pad
+    grid = np.zeros((span * wq + 2 * pad, c), np.float32)
+    body = grid[pad:pad + span * wq].reshape(span, wq, c)
+    out = np.empty((rows * wq, o), np.float32)
+    sgemm = blas.get_blas_funcs("gemm", dtype=np.float32)
+    offsets = [(ky - pad) * wq + (kx - pad) for ky in range(k) for kx in range(k)]
+    wt = [np.asfortranarray(t.T) for t in plan.weights]          # (O, C) per tap
+    for i in range(n):
+        for h0 in range(0, h, rows):
+            h1 = min(h, h0 + rows)
+            r0, r1 = h0 - pad, h1 + pad                 # grid rows, some outside the image
+            lo, hi = max(0, r0), min(h, r1)
+            body[:lo - r0] = 0
+            body[lo - r0:hi - r0, :w] = x[i, lo:hi]
+            body[hi - r0:r1 - r0] = 0
+            m = (h1 - h0) * wq
+            start = pad + pad * wq                      # grid index of output row h0, column 0
+            res = out[:m]
+            total = None if len(plan.chunks) == 1 else np.zeros((m, o), int_dt)
+            for t0, t1 in plan.chunks:
+                for t in range(t0, t1):
+                    view = grid[start + offsets[t]:start + offsets[t] + m]
+                    # Fortran views: res.T (O, L) = wt (O, C) @ view.T (C, L) (+ res.T): no copies
+                    res = sgemm(1.0, wt[t], view.T, beta=0.0 if t == t0 else 1.0, c=res.T,
+                                overwrite_c=1).T
+                if total is not None:
+                    _add_into(total, res)
+            acc = res if total is None else total
+            emit(i, h0, h1, acc.reshape(h1 - h0, wq, o)[:, :w])

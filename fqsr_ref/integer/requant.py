@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -230,4 +231,124 @@ def requantize_reference(acc: np.ndarray, multiplier: int, shift: int, qmin: int
         q, r = divmod(p, 2 ** n)     # p = q * 2^n + r, 0 <= r < 2^n
         v = q + (1 if 2 * r >= 2 ** n else 0)
         out[idx] = min(max(v, qmin), qmax)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Fused requantization (the hot path of the plain engine)
+# ---------------------------------------------------------------------------
+# One compiled pass per op: read the accumulator (float32 holding an exact integer, or
+# int32/int64), add the bias, multiply, rounding right shift, clamp, write the code dtype.
+# The arithmetic is the int64 arithmetic of `requantize` on scalars; nothing is checked
+# here: `check_fused_requant` proves the int64 bound once per op (at conversion), and the
+# accumulators and codes are correct by construction. Loop twins: `requantize_reference`,
+# `requantize_conv_reference`.
+
+def check_fused_requant(name: str, acc_bound_: int, multiplier: int, shift: int) -> None:
+    """ValueError unless acc_bound * M + 2^(n-1) < 2^63 (n = 31 - shift): then the fused
+    kernels' int64 arithmetic is exact for every |acc| <= acc_bound (SPEC 6.4)."""
+    _check_multiplier(multiplier, shift)
+    n = 31 - shift
+    worst = int(acc_bound_) * int(multiplier) + ((1 << (n - 1)) if n else 0)
+    if worst > INT64_MAX:
+        raise ValueError(f"{name}: accumulator bound {acc_bound_} with multiplier {multiplier} and shift "
+                         f"{shift} needs {worst.bit_length() + 1} bits; int64 arithmetic would overflow")
+
+
+@njit(cache=True, inline="always")
+def _rq(acc, multiplier, n):
+    """round_half_up(acc * multiplier / 2^n) on int64 scalars (n in [0, 62])."""
+    p = acc * multiplier
+    if n == 0:
+        return p
+    return (p + (np.int64(1) << (n - 1))) >> n
+
+
+@njit(cache=True)
+def requant_conv_kernel(acc, bias, m_pos, n_pos, m_neg, n_neg, neg_sign, qmin, qmax, out):
+    """out[r, w, o] = clamp(rq(a, M+, n+)) for a >= 0, clamp(rq(sign * a, M-, n-)) for a < 0,
+    a = int64(acc[r, w, o]) + bias[o]. acc: (R, W, O) float32 (exact integers), int32 or
+    int64, any strides (the plain engine passes its grid rows without their padding
+    columns); bias: int64 (O,); out: (R, W, O) of the code dtype."""
+    rows, width, chans = out.shape
+    for r in range(rows):
+        for w in range(width):
+            for o in range(chans):
+                a = np.int64(acc[r, w, o]) + bias[o]
+                if a >= 0:
+                    y = _rq(a, m_pos, n_pos)
+                else:
+                    y = _rq(neg_sign * a, m_neg, n_neg)
+                out[r, w, o] = min(max(y, qmin), qmax)
+
+
+@njit(cache=True)
+def add_kernel(a, b, m_a, m_b, n, branch_relu, qmin, qmax, out):
+    """out = clamp(round_half_up((a * M_a + b' * M_b) / 2^n)), b' = max(b, 0) with Eq. 7's
+    ReLU; flat arrays of codes (|a|, |b| < 2^15, M < 2^31: the sum is below 2^47)."""
+    for i in range(out.size):
+        bv = np.int64(b[i])
+        if branch_relu and bv < 0:
+            bv = 0
+        total = np.int64(a[i]) * m_a + bv * m_b
+        if n > 0:
+            total = (total + (np.int64(1) << (n - 1))) >> n
+        out[i] = min(max(total, qmin), qmax)
+
+
+def requantize_conv(acc: np.ndarray, bias: np.ndarray, pos: tuple, neg: tuple, qmin: int, qmax: int,
+                    out: np.ndarray | None = None) -> np.ndarray:
+    """Fused conv requantization (bias, PReLU's two multipliers, clamp) of acc (R, W, O).
+
+    pos = (M+, shift+), neg = (M-, shift-, sign) as in `ConvOp`; the caller has checked
+    the int64 bound with `check_fused_requant`. Returns codes (R, W, O) of
+    `code_dtype(qmin, qmax)` (written into out when given)."""
+    if out is None:
+        out = np.empty(acc.shape, dtype=code_dtype(qmin, qmax))
+    requant_conv_kernel(acc, bias, np.int64(pos[0]), np.int64(31 - pos[1]), np.int64(neg[0]),
+                        np.int64(31 - neg[1]), np.int64(neg[2]), np.int64(qmin), np.int64(qmax), out)
+    return out
+
+
+def requantize_fused(codes: np.ndarray, multiplier: int, shift: int, qmin: int, qmax: int) -> np.ndarray:
+    """`requantize` of codes (any shape, |code| < 2^31) in one compiled pass, unchecked."""
+    out = np.empty(codes.shape, dtype=code_dtype(qmin, qmax))
+    flat = np.ascontiguousarray(codes).reshape(1, -1, 1)
+    requantize_conv(flat, np.zeros(1, np.int64), (multiplier, shift), (multiplier, shift, 1),
+                    qmin, qmax, out.reshape(1, -1, 1))
+    return out
+
+
+def add_fused(a: np.ndarray, b: np.ndarray, m_a: int, m_b: int, shift: int, branch_relu: bool,
+              qmin: int, qmax: int) -> np.ndarray:
+    """The skip add of SPEC 6.8 in one compiled pass: a, b codes of one shape."""
+    out = np.empty(a.shape, dtype=code_dtype(qmin, qmax))
+    add_kernel(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1), np.int64(m_a),
+               np.int64(m_b), np.int64(31 - shift), bool(branch_relu), np.int64(qmin), np.int64(qmax),
+               out.reshape(-1))
+    return out
+
+
+def requantize_conv_reference(acc, bias, pos, neg, qmin, qmax):
+    """Loop twin of `requantize_conv` on Python ints (divmod, no shifts)."""
+    out = np.empty(acc.shape, dtype=code_dtype(qmin, qmax))
+    for idx in np.ndindex(*acc.shape):
+        a = int(acc[idx]) + int(bias[idx[-1]])
+        m, shift, sign = (pos[0], pos[1], 1) if a >= 0 else neg
+        q, r = divmod(sign * a * m, 2 ** (31 - shift))
+        v = q + (1 if 2 * r >= 2 ** (31 - shift) else 0)
+        out[idx] = min(max(v, qmin), qmax)
+    return out
+
+
+def add_reference(a, b, m_a, m_b, shift, branch_relu, qmin, qmax):
+    """Loop twin of `add_fused` on Python ints."""
+    out = np.empty(a.shape, dtype=code_dtype(qmin, qmax))
+    n = 31 - shift
+    for idx in np.ndindex(*a.shape):
+        bv = int(b[idx])
+        if branch_relu:
+            bv = max(bv, 0)
+        q, r = divmod(int(a[idx]) * m_a + bv * m_b, 2 ** n)
+        out[idx] = min(max(q + (1 if 2 * r >= 2 ** n else 0), qmin), qmax)
     return out

@@ -1,77 +1,188 @@
 """Run an integer-only model: codes in, codes out, nothing but integer arithmetic.
 
-Engines compute the conv accumulators: "plain" (engine_plain.int_conv2d, exact
-GEMMs) or "bitplane" (the Numba popcount kernel of Eq. 2). Everything else
-(requantization, adds, shuffles) is shared, so the engines must agree bit for bit.
+Engines compute the conv accumulators: "plain" (engine_plain's strip path: exact
+float32 GEMM chunks, requantized strip by strip as they are produced) or "bitplane"
+(the Numba popcount kernel of Eq. 2). Everything else (requantization, adds,
+shuffles) is shared, so the engines must agree bit for bit.
+
+Tensors live channels-last (N, H, W, C) while the graph runs, so a conv's strips are
+contiguous rows and the output image is already (H, W, 3); `run_ops` hands them back
+NCHW. A tensor is freed after the last op that reads it unless every tensor is kept
+(`run_ops`, which the golden vectors record). Requantization is one compiled pass
+per op (requant.requantize_conv, add_fused), its int64 bound proven once by
+`prepare` (requant.check_fused_requant), not scanned per call.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from ..ops.shuffle import pixel_shuffle_forward
-from .engine_plain import int_conv2d
+from .engine_plain import ConvPlan, prepare_conv
+from .engine_plain import conv_strips
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
-from .requant import multiply_by_quantized_multiplier, rounding_right_shift, saturate
+from .requant import add_fused, check_fused_requant, code_dtype, requantize_conv, requantize_fused
 
 ENGINES = ("plain", "bitplane")
 
 
-def conv_accumulators(op: ConvOp, x, x_t, engine: str):
-    if engine == "plain":
-        return int_conv2d(x, x_t.bits, x_t.signed, op.weight, op.w_bits, True, op.bias)
-    if engine == "bitplane":
-        from .bitplane import bitplane_conv2d
-        return bitplane_conv2d(x, x_t.bits, x_t.signed, op.weight, op.w_bits, True, op.bias)
-    raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+class Prepared(NamedTuple):
+    """A model ready to run: per op its conv plan (or None) and the last op index
+    reading each tensor (when it can be freed)."""
+    model: IntModel
+    plans: dict         # conv op name -> ConvPlan
+    last_use: dict      # tensor name -> index of the last op reading it
+    checked: frozenset  # convs whose proven bound does not clear int64: max|acc| checked per strip
 
 
-def conv_outputs(op: ConvOp, acc, out_t):
-    """Requantize accumulators; PReLU as a second multiplier for acc < 0."""
-    acc = acc.astype(np.int64)
-    pos = multiply_by_quantized_multiplier(acc, op.multiplier, op.shift)
-    if (op.neg_multiplier, op.neg_shift, op.neg_sign) != (op.multiplier, op.shift, 1):
-        neg = multiply_by_quantized_multiplier(op.neg_sign * acc, op.neg_multiplier, op.neg_shift)
-        pos = np.where(acc >= 0, pos, neg)
-    return saturate(pos, out_t.qmin, out_t.qmax)
+def prepare(model: IntModel) -> Prepared:
+    """Check every op's int64 requantization bound once and plan every conv.
+
+    ValueError where a requantization could overflow int64 (SPEC 6.4), so the
+    per-pixel kernels never check anything.
+    """
+    t = model.tensors
+    plans, last_use, checked = {}, {}, set()
+    for i, op in enumerate(model.ops):
+        x = t[op.input]
+        if isinstance(op, ConvOp):
+            try:
+                check_fused_requant(op.name, op.acc_bound, op.multiplier, op.shift)
+                check_fused_requant(op.name, op.acc_bound, op.neg_multiplier, op.neg_shift)
+            except ValueError:
+                # int64 accumulators (e.g. 16-bit codes): the worst case does not clear
+                # 2^63, so the actual max|acc| is checked, as `requantize` does
+                checked.add(op.name)
+            plans[op.name] = prepare_conv(op.weight, x.bits, x.signed, op.w_bits)
+        elif isinstance(op, RequantOp):
+            check_fused_requant(op.name, max(-x.qmin, x.qmax), op.multiplier, op.shift)
+        elif isinstance(op, AddOp):
+            last_use[op.branch] = i
+        elif not isinstance(op, ShuffleOp):
+            raise ValueError(f"integer model: unknown op {op!r}")
+        last_use[op.input] = i
+    return Prepared(model, plans, last_use, frozenset(checked))
+
+
+def _check_strip(op: ConvOp, acc: np.ndarray) -> None:
+    amax = int(np.abs(acc).max()) if acc.size else 0
+    check_fused_requant(op.name, amax, op.multiplier, op.shift)
+    check_fused_requant(op.name, amax, op.neg_multiplier, op.neg_shift)
+
+
+def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False):
+    """Fused conv on channels-last codes: strips of accumulators requantized as they come."""
+    n, h, w, _ = x.shape
+    y = np.empty((n, h, w, op.weight.shape[0]), dtype=code_dtype(out_t.qmin, out_t.qmax))
+    bias = op.bias.astype(np.int64)
+    pos, neg = (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift, op.neg_sign)
+    acc_all = None if record is None else np.empty(y.shape, dtype=op.acc_dtype)
+    zero = np.zeros_like(bias)
+
+    def emit(i, h0, h1, acc):
+        if checked:
+            acc = acc.astype(np.int64) + bias
+            _check_strip(op, acc)
+            requantize_conv(acc, zero, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
+            if acc_all is not None:
+                acc_all[i, h0:h1] = acc
+        elif acc_all is None:
+            requantize_conv(acc, bias, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
+        else:   # keep the accumulators for the golden vectors
+            a = acc.astype(np.int64) + bias
+            acc_all[i, h0:h1] = a
+            requantize_conv(a, zero, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
+    conv_strips(x, x_t.bits, x_t.signed, plan, emit)
+    if record is not None:
+        record[op.name + ".acc"] = np.ascontiguousarray(acc_all.transpose(0, 3, 1, 2))
+    return y
+
+
+def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
+    from .bitplane import bitplane_conv2d
+    acc = bitplane_conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), x_t.bits, x_t.signed,
+                          op.weight, op.w_bits, True, op.bias)
+    if record is not None:
+        record[op.name + ".acc"] = acc
+    acc = acc.transpose(0, 2, 3, 1)                      # channels-last view, no copy
+    if checked:
+        _check_strip(op, acc)
+    y = np.empty(acc.shape, dtype=code_dtype(out_t.qmin, out_t.qmax))
+    zero = np.zeros(acc.shape[-1], np.int64)
+    for i in range(acc.shape[0]):
+        requantize_conv(acc[i], zero, (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift,
+                        op.neg_sign), out_t.qmin, out_t.qmax, y[i])
+    return y
+
+
+def shuffle_nhwc(x: np.ndarray, r: int) -> np.ndarray:
+    """Pixel shuffle on channels-last codes: y[n, h r + i, w r + j, c] = x[n, h, w, c r^2 + i r + j]
+    (SPEC 6.8's rule, in NHWC); moves codes, never changes them."""
+    n, h, w, cr = x.shape
+    c = cr // (r * r)
+    return np.ascontiguousarray(x.reshape(n, h, w, c, r, r).transpose(0, 1, 4, 2, 5, 3)
+                                .reshape(n, h * r, w * r, c))
+
+
+def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = "plain", keep_all: bool = False,
+             record: dict | None = None) -> dict:
+    """Run the graph on uint8 (N, H, W, 3) image codes; tensors channels-last.
+
+    Returns {"image.out": codes} (every tensor when keep_all). record: optional
+    dict receiving each conv's accumulators (NCHW) as record[name + ".acc"].
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    model, t = prep.model, prep.model.tensors
+    codes = {"image.in": image_nhwc}
+    for i, op in enumerate(model.ops):
+        x, out_t = codes[op.input], t[op.output]
+        if isinstance(op, ConvOp):
+            if engine == "plain":
+                y = _conv_plain(op, prep.plans[op.name], x, t[op.input], out_t, record,
+                                op.name in prep.checked)
+            else:
+                y = _conv_bitplane(op, x, t[op.input], out_t, record, op.name in prep.checked)
+        elif isinstance(op, RequantOp):
+            y = requantize_fused(x, op.multiplier, op.shift, out_t.qmin, out_t.qmax)
+        elif isinstance(op, AddOp):
+            y = add_fused(x, codes[op.branch], op.multiplier, op.branch_multiplier, op.shift,
+                          op.branch_relu, out_t.qmin, out_t.qmax)
+        else:
+            y = shuffle_nhwc(x, op.factor)
+        codes[op.output] = y
+        if not keep_all:   # free what no later op reads (the output image is never read)
+            for name in {op.input, getattr(op, "branch", op.input)}:
+                if prep.last_use.get(name) == i:
+                    del codes[name]
+            del x
+    return codes if keep_all else {"image.out": codes["image.out"]}
+
+
+def _check_image(codes, shape_hint: str):
+    if codes.dtype != np.uint8 or codes.ndim != 4 or codes.shape[-1 if shape_hint == "NHWC" else 1] != 3:
+        raise ValueError(f"integer model: input must be uint8 ({shape_hint[0]}, "
+                         f"{', '.join(shape_hint[1:])}) codes with 3 channels, got {codes.dtype} {codes.shape}")
 
 
 def run_ops(model: IntModel, image_codes, engine="plain", record=None):
-    """image_codes: (N, 3, H, W) uint8 -> dict of every tensor's codes (by name).
+    """image_codes: (N, 3, H, W) uint8 -> dict of every tensor's codes (by name), NCHW.
 
     record: optional dict that receives, per conv, its accumulators as
     record[name + ".acc"].
     """
-    t = model.tensors
-    codes = {"image.in": np.asarray(image_codes)}
-    if codes["image.in"].dtype != np.uint8 or codes["image.in"].ndim != 4:
-        raise ValueError(f"integer model: input must be uint8 (N, 3, H, W) codes, got "
-                         f"{codes['image.in'].dtype} {codes['image.in'].shape}")
-    for op in model.ops:
-        x = codes[op.input]
-        if isinstance(op, ConvOp):
-            acc = conv_accumulators(op, x, t[op.input], engine)
-            if record is not None:
-                record[op.name + ".acc"] = acc
-            y = conv_outputs(op, acc, t[op.output])
-        elif isinstance(op, RequantOp):
-            y = saturate(multiply_by_quantized_multiplier(x.astype(np.int64), op.multiplier, op.shift),
-                         t[op.output].qmin, t[op.output].qmax)
-        elif isinstance(op, AddOp):
-            b = codes[op.branch].astype(np.int64)
-            if op.branch_relu:
-                b = np.maximum(b, 0)
-            total = x.astype(np.int64) * op.multiplier + b * op.branch_multiplier
-            y = saturate(rounding_right_shift(total, 31 - op.shift), t[op.output].qmin, t[op.output].qmax)
-        elif isinstance(op, ShuffleOp):
-            y, _ = pixel_shuffle_forward(x, op.factor)   # moves codes, never changes them
-        else:
-            raise ValueError(f"integer model: unknown op {op!r}")
-        codes[op.output] = y
-    return codes
+    x = np.asarray(image_codes)
+    _check_image(x, "NCHW")
+    codes = run_nhwc(prepare(model), np.ascontiguousarray(x.transpose(0, 2, 3, 1)), engine,
+                     keep_all=True, record=record)
+    codes["image.in"] = x
+    return {k: v if k == "image.in" else np.ascontiguousarray(v.transpose(0, 3, 1, 2))
+            for k, v in codes.items()}
 
 
-def run_image(model: IntModel, lr_uint8, engine="plain"):
-    """(H, W, 3) uint8 -> (sH, sW, 3) uint8 through the integer model."""
-    x = np.ascontiguousarray(np.asarray(lr_uint8).transpose(2, 0, 1)[None])
-    out = run_ops(model, x, engine)["image.out"]
-    return out[0].transpose(1, 2, 0).astype(np.uint8)
+def run_image(model: IntModel, lr_uint8, engine="plain", prep: Prepared | None = None):
+    """(H, W, 3) uint8 -> (sH, sW, 3) uint8 through the integer model (tensors freed as
+    soon as no later op reads them)."""
+    x = np.ascontiguousarray(np.asarray(lr_uint8))[None]
+    _check_image(x, "NHWC")
+    return run_nhwc(prep or prepare(model), x, engine)["image.out"][0]
