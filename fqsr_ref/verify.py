@@ -1,18 +1,21 @@
 """Check a port's tensors against a golden vector directory, layer by layer.
 
     python -m fqsr_ref.verify GOLDEN_DIR PORT_DIR [--show N] [--require GROUPS]
+                              [--layer NAMES]... [--stimulus NAMES]...
 
 The port writes, for every stimulus S of the golden manifest, files named like the
 golden ones: PORT_DIR/S/<name>.bin (raw little-endian, the golden dtype), .npy
-(the golden dtype, little-endian, C order) or .hex (what Verilog's $readmemh reads,
-each value the golden width). Every op's output is required. The other files of
+(the golden dtype, little-endian, C order), .hex (what Verilog's $readmemh reads and
+$writememh writes, each value the golden storage width) or .mem (the same at the
+tensor's own width: $writememh of a reg [BITS-1:0] memory). Every op's output is required. The other files of
 S that the golden set lists come in groups, each checked as a whole once the port
 wrote any file of it for S (or always, with --require): `acc` (every conv's
 accumulators <conv>.acc), `planes` (every conv's bit-plane partials
 <conv>.plane.row, .col, .pop), `input` (image.in, the codes the port read). A layer
 (one op for one stimulus) passes when every file the port wrote for it, its output,
 accumulator, plane files and (for the op that reads it) image.in, equals the golden
-tensor element for element.
+tensor element for element. --layer and --stimulus (repeatable, or comma lists)
+check only the named ops and stimuli (a simulation that dumped one layer).
 
 Exit status: 0 every layer passes; 1 a layer fails or a file it needs is missing;
 2 unusable input (golden directory unreadable, a manifest of the wrong structure, a
@@ -37,10 +40,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .vectors import FORMATS, find_array, read_manifest
+# Only what reading and comparing needs: the store (no build, no integer engines, so
+# neither Numba nor SciPy loads and the verifier starts fast).
+from .vectors.encodings import FORMATS
+from .vectors.store import find_array, read_manifest
 
 EXIT_PASS, EXIT_FAIL, EXIT_UNUSABLE = 0, 1, 2
 EXIT_INTERRUPTED = 130                         # Ctrl-C, as train
+MEM = "mem"                                    # a port's $writememh dump at the tensor's own width
+PORT_FORMATS = FORMATS + (MEM,)
 GROUPS = ("acc", "planes", "input")            # optional file groups; op outputs are always required
 GROUP_TEXT = {"acc": "accumulators", "planes": "bit-plane files", "input": "input files"}
 PLANES = ("row", "col", "pop")
@@ -124,12 +132,13 @@ class GoldenGuard:
 # ---------------------------------------------------------------------------
 
 def read_port_array(path: Path, fmt: str, dtype: np.dtype, shape: tuple,
-                    guard: GoldenGuard | None = None) -> np.ndarray:
+                    guard: GoldenGuard | None = None, bits: tuple | None = None) -> np.ndarray:
     """A port's tensor file as an int64 array of the golden shape; ValueError says why not.
 
     .bin must hold exactly the golden dtype (little-endian); .npy must declare the
     golden dtype (little-endian), C order and the golden shape; .hex is parsed as
-    $readmemh would (parse_hex). The file must be a regular file (a FIFO or a
+    $readmemh would (parse_hex); .mem likewise with values of the tensor's own width,
+    bits = (BITS, signed). The file must be a regular file (a FIFO or a
     directory fails, nothing blocks); its size is checked before its data is read.
     """
     dtype, shape = np.dtype(dtype), tuple(shape)
@@ -162,7 +171,9 @@ def read_port_array(path: Path, fmt: str, dtype: np.dtype, shape: tuple,
             if st.st_size > limit:
                 raise ValueError(f"{st.st_size} bytes, more than the {limit} this verifier reads for "
                                  f"{size} {dtype.name} values; not read")
-            arr = parse_hex(f.read(), dtype, size)
+            if fmt == MEM and bits is None:
+                raise ValueError("no width known for a .mem file of this tensor; write .hex")
+            arr = parse_hex(f.read(), dtype, size, bits if fmt == MEM else None)
     if arr.size != size:
         raise ValueError(f"{arr.size} elements, expected {size} ({shape})")
     return arr.reshape(shape).astype(np.int64)
@@ -246,7 +257,8 @@ HEX_TOKEN = re.compile(r"""
 HEX_DIGITS = re.compile(r"[0-9a-fA-F][0-9a-fA-F_]*", re.A)
 
 
-def parse_hex(data: bytes, dtype: np.dtype, size: int | None = None) -> np.ndarray:
+def parse_hex(data: bytes, dtype: np.dtype, size: int | None = None,
+              bits: tuple | None = None) -> np.ndarray:
     """$readmemh text -> a flat array of dtype, two's complement, `size` elements.
 
     Accepted: values of exactly 2 * itemsize hex digits (either case, `_` allowed
@@ -256,15 +268,22 @@ def parse_hex(data: bytes, dtype: np.dtype, size: int | None = None) -> np.ndarr
     (a later value for the same element replaces the earlier one, as in $readmemh).
     Every element must be written. Errors name the 1-based line of the file.
     size None: as many elements as the file writes.
+    bits = (BITS, signed): values of the tensor's own width instead of the storage
+    width, ceil(BITS / 4) digits, a BITS-bit two's complement pattern when signed (what
+    $writememh writes for a reg [BITS-1:0] memory); bits above BITS must be 0.
     """
     dtype = np.dtype(dtype)
     width = 2 * dtype.itemsize
     text = data.decode("latin1")
-    canonical = re.fullmatch(rf"(?:[0-9a-fA-F]{{{width}}}\n)*", text)
-    if canonical and (size is None or len(text) == size * (width + 1)):    # the generator's own form
-        raw = bytes.fromhex(text.replace("\n", ""))
-        return np.frombuffer(raw, dtype.newbyteorder(">")).astype(dtype)
-    bits = 8 * dtype.itemsize
+    if bits is None:
+        canonical = re.fullmatch(rf"(?:[0-9a-fA-F]{{{width}}}\n)*", text)
+        if canonical and (size is None or len(text) == size * (width + 1)):    # the generator's own form
+            raw = bytes.fromhex(text.replace("\n", ""))
+            return np.frombuffer(raw, dtype.newbyteorder(">")).astype(dtype)
+        bits, signed = 8 * dtype.itemsize, dtype.kind == "i"
+    else:
+        bits, signed = bits
+        width = -(-bits // 4)
     values, line, ptr, addressed = {}, 1, 0, False
     for m in HEX_TOKEN.finditer(text):
         kind, tok = m.lastgroup, m.group()
@@ -291,12 +310,15 @@ def parse_hex(data: bytes, dtype: np.dtype, size: int | None = None) -> np.ndarr
                        else "contains characters that are not hex digits")
                 raise ValueError(f"line {line}: {tok!r} {why}")
             if len(digits) != width:
-                raise ValueError(f"line {line} is {tok!r}: expected {width} hex digits ({dtype.name})")
+                raise ValueError(f"line {line} is {tok!r}: expected {width} hex digits "
+                                 f"({dtype.name if bits == 8 * dtype.itemsize else f'{bits} bits'})")
             if size is not None and ptr >= size:
                 raise ValueError(f"line {line}: value {tok!r} would be element {ptr}, past the "
                                  f"tensor's {size} elements")
             v = int(digits, 16)
-            values[ptr] = v - (1 << bits) if dtype.kind == "i" and v >> (bits - 1) else v
+            if v >> bits:
+                raise ValueError(f"line {line}: {tok!r} has bits set above bit {bits - 1} ({bits}-bit values)")
+            values[ptr] = v - (1 << bits) if signed and v >> (bits - 1) else v
             ptr += 1
     n = len(values)
     if size is None:
@@ -325,7 +347,22 @@ def compare(expected: np.ndarray, got: np.ndarray, show: int) -> Mismatch | None
 
 def port_formats(port: Path, stem: str) -> list:
     """The formats in which something exists at port/stem.<fmt> (a file, a link, anything)."""
-    return [fmt for fmt in FORMATS if os.path.lexists(port / f"{stem}.{fmt}")]
+    return [fmt for fmt in PORT_FORMATS if os.path.lexists(port / f"{stem}.{fmt}")]
+
+
+def own_width(manifest: dict, stem: str, dtype: np.dtype) -> tuple:
+    """(BITS, signed) of a port's .mem file of stem: a code tensor's bits, a weight's,
+    an accumulator's ACC_BITS (the narrowest width holding +-acc_bound); plane.pop
+    counts at their storage width."""
+    if stem.endswith(".plane.pop"):
+        return 8 * dtype.itemsize, True
+    rec = next((manifest["files"][f"{stem}.{fmt}"] for fmt in FORMATS if f"{stem}.{fmt}" in manifest["files"]), {})
+    t = manifest["tensors"].get(rec.get("tensor", ""))
+    if not isinstance(t, dict):
+        return 8 * dtype.itemsize, dtype.kind == "i"
+    if t.get("kind") == "acc":
+        return int(t["qmax"]).bit_length() + 1, True
+    return int(t["bits"]), bool(t["signed"])
 
 
 def check_tensor(golden: Path, manifest: dict, port: Path, stim: str, tensor: str,
@@ -340,7 +377,8 @@ def check_tensor(golden: Path, manifest: dict, port: Path, stim: str, tensor: st
     for fmt in formats:
         path = port / f"{stem}.{fmt}"
         try:
-            got = read_port_array(path, fmt, expected.dtype, expected.shape, guard)
+            got = read_port_array(path, fmt, expected.dtype, expected.shape, guard,
+                                  own_width(manifest, stem, expected.dtype) if fmt == MEM else None)
         except RefusedPort:
             raise
         except (OSError, ValueError) as exc:
@@ -368,7 +406,7 @@ def stimulus_layers(manifest: dict, stim: str) -> list:
     reads it; any other golden tensor of the stimulus as a layer of its own ("other")."""
     prefix = stim + "/"
     listed = {rel[len(prefix):].rsplit(".", 1)[0] for rel in manifest["files"]
-              if rel.startswith(prefix) and "/" not in rel[len(prefix):]}
+              if rel.startswith(prefix) and "/" not in rel[len(prefix):] and rel.rsplit(".", 1)[-1] in FORMATS}
     produced = {op["output"] for op in manifest["ops"]}
     used, layers = set(), []
     for op in manifest["ops"]:
@@ -384,11 +422,24 @@ def stimulus_layers(manifest: dict, stim: str) -> list:
     return layers
 
 
-def verify(golden_dir, port_dir, show: int = 8, out=None, require=()) -> int:
+def select(names, known, what: str) -> set | None:
+    """The selected names (None: all); ValueError naming those that are not in known."""
+    if not names:
+        return None
+    wanted = {n.strip() for text in names for n in text.split(",") if n.strip()}
+    unknown = sorted(wanted - set(known))
+    if unknown or not wanted:
+        raise ValueError(f"--{what} {', '.join(unknown) or repr(names)}: not a {what} of the golden set "
+                         f"(it has {', '.join(known)})")
+    return wanted
+
+
+def verify(golden_dir, port_dir, show: int = 8, out=None, require=(), layers=None, stimuli=None) -> int:
     """Print per layer PASS/FAIL and details of each stimulus's first failing layer.
 
     require: groups ("acc", "planes", "input") whose files are required even when
-    the port wrote none of them."""
+    the port wrote none of them. layers, stimuli: lists of names (or comma lists) to
+    check only those ops and stimuli; None or empty: all."""
     out = out or sys.stdout
     if set(require) - set(GROUPS):
         raise ValueError(f"require: {sorted(set(require) - set(GROUPS))} are not among {GROUPS}")
@@ -396,9 +447,13 @@ def verify(golden_dir, port_dir, show: int = 8, out=None, require=()) -> int:
     manifest = read_manifest(golden)      # ValueError (exit 2) unless every sha256 matches
     if not port.is_dir():
         raise ValueError(f"port directory {port} does not exist")
+    only_layers = select(layers, [op["name"] for op in manifest["ops"]], "layer")
+    only_stimuli = select(stimuli, sorted(manifest["stimuli"]), "stimulus")
     guard = GoldenGuard(golden, manifest)
     guard.check_dir(port)
-    plan = {stim: stimulus_layers(manifest, stim) for stim in sorted(manifest["stimuli"])}
+    plan = {stim: [(name, items) for name, items in stimulus_layers(manifest, stim)
+                   if only_layers is None or name in only_layers]
+            for stim in sorted(manifest["stimuli"]) if only_stimuli is None or stim in only_stimuli}
     for stim, layers in plan.items():          # refuse golden data before printing anything
         for _, items in layers:
             for tensor, _ in items:
@@ -408,6 +463,9 @@ def verify(golden_dir, port_dir, show: int = 8, out=None, require=()) -> int:
     print(f"golden {golden}: {cfg['arch']} x{cfg['scale']} {cfg['wt']}/{cfg['fm']}/{cfg['sc']}, "
           f"{len(manifest['files'])} files, sha256 ok", file=out)
     print(f"port   {port}", file=out)
+    if only_layers or only_stimuli:
+        print(f"only   layers {', '.join(sorted(only_layers)) if only_layers else 'all'}; "
+              f"stimuli {', '.join(sorted(only_stimuli)) if only_stimuli else 'all'}", file=out)
     passed = failed = 0
     for stim, layers in plan.items():
         written = {group for _, items in layers for tensor, group in items
@@ -484,9 +542,18 @@ def parse_groups(text: str) -> tuple:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m fqsr_ref.verify", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fqsr_ref.verify", description=__doc__.split("\n\n")[0],
+                                epilog="exit status: 0 every selected layer passes; 1 a layer fails or a file "
+                                       "it needs is missing; 2 unusable input (bad golden set, manifest or "
+                                       "option, unknown --layer/--stimulus name, PORT not a directory, golden "
+                                       "data offered as the port's, out of memory), one line on stderr; "
+                                       "130 interrupted")
     p.add_argument("golden", help="golden vector directory (with manifest.json)")
     p.add_argument("port", help="directory the port wrote its tensors into (same names)")
+    p.add_argument("--layer", action="append", metavar="NAMES",
+                   help="check only these ops (repeatable, or a comma list), e.g. --layer head,tail")
+    p.add_argument("--stimulus", action="append", metavar="NAMES",
+                   help="check only these stimuli (repeatable, or a comma list)")
     p.add_argument("--show", type=int, default=8, help="mismatching elements to print (default 8)")
     p.add_argument("--require", type=parse_groups, default=(), metavar="GROUPS",
                    help="file groups the port must write for every stimulus even if it wrote none of "
@@ -498,7 +565,8 @@ def build_parser():
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return verify(args.golden, args.port, max(args.show, 1), require=args.require)
+        return verify(args.golden, args.port, max(args.show, 1), require=args.require,
+                      layers=args.layer, stimuli=args.stimulus)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE

@@ -27,36 +27,49 @@ sources    VectorModel: from params, a checkpoint, untrained, corner or a stored
 record     per op: values before the clamp, rounding ties, bit-plane partials of one element
 manifest   the manifest's tensor and op entries, its canonical JSON, model.txt
 build      running the model on each stimulus into every file of a set; regenerate
+hdl        the hardware kit: .mem memories at the code's width (element, NHWC/OHWI words,
+           bit-plane words) and per-op .svh / .h parameter headers
 cli        the command line (python -m fqsr_ref.vectors)
 
 Imports point one way: encodings <- store <- stimuli, sources <- manifest <- build <- cli,
 and record (integer arithmetic only) <- build.
 """
-from .build import Builder, build_vectors, check_names, plane_vectors, regenerate, stimulus_vectors
-from .cli import build_parser, main, natural_image, parse_formats, run
-from .encodings import FORMATS, encode, hex_bytes, little_endian, npy_bytes, sha256, storage_dtype
-from .manifest import manifest_bytes, model_text, op_entry, ops_of, tensor_entries
-from .record import (coverage, im2col_row, plane_element, rebuild_accumulator, rounding_operands,
-                     unclamped)
-from .sources import (BUNDLED_BITS, CORNER_BITS, REPO_VECTORS, VectorModel, bundled_dir, bundled_model,
-                      calibrated_model, calibrated_params, committed_dirs, corner_dir, corner_vector_model,
-                      from_checkpoint, from_params, read_model, untrained_model)
-from .stimuli import (DEFAULT_CROP_ORIGIN, DEFAULT_PHOTO, NOISE_SEED, STIMULI, STIMULUS_TEXT, Stimulus,
-                      default_photo, default_stimuli, make_stimulus, read_stimuli)
-from .store import (NAME_RE, SCHEMA_VERSION, compare_tree, find_array, load_array, read_manifest,
-                    safe_path, write_tree)
+import importlib
 
-__all__ = [
-    "FORMATS", "storage_dtype", "little_endian", "npy_bytes", "hex_bytes", "encode", "sha256",
-    "SCHEMA_VERSION", "NAME_RE", "write_tree", "compare_tree", "safe_path", "read_manifest",
-    "load_array", "find_array",
-    "DEFAULT_PHOTO", "DEFAULT_CROP_ORIGIN", "NOISE_SEED", "STIMULI", "STIMULUS_TEXT", "Stimulus",
-    "default_photo", "make_stimulus", "default_stimuli", "read_stimuli",
-    "REPO_VECTORS", "BUNDLED_BITS", "CORNER_BITS", "VectorModel", "from_params", "from_checkpoint",
-    "calibrated_params", "calibrated_model", "untrained_model", "corner_vector_model", "read_model",
-    "bundled_dir", "corner_dir", "committed_dirs", "bundled_model",
-    "unclamped", "rounding_operands", "coverage", "rebuild_accumulator", "plane_element", "im2col_row",
-    "ops_of", "tensor_entries", "op_entry", "model_text", "manifest_bytes",
-    "Builder", "check_names", "stimulus_vectors", "plane_vectors", "build_vectors", "regenerate",
-    "build_parser", "parse_formats", "natural_image", "run", "main",
-]
+# Lazy exports (PEP 562): `import fqsr_ref.vectors.store` (the verifier) must not pull in
+# build and the integer engines (Numba, SciPy), so each name loads its module on first use.
+_EXPORTS = {
+    "build": ("Builder", "build_vectors", "check_names", "plane_vectors", "regenerate", "stimulus_vectors",
+              "estimate_bytes"),
+    "cli": ("build_parser", "main", "natural_image", "parse_formats", "run"),
+    "encodings": ("FORMATS", "encode", "hex_bytes", "little_endian", "npy_bytes", "sha256", "storage_dtype"),
+    "hdl": ("HDL_FORMAT", "hdl_files", "mem_text", "packed_words", "acc_bits", "op_params"),
+    "manifest": ("manifest_bytes", "model_text", "op_entry", "ops_of", "tensor_entries"),
+    "record": ("coverage", "im2col_row", "plane_element", "rebuild_accumulator", "rounding_operands",
+               "unclamped"),
+    "sources": ("BUNDLED_BITS", "CORNER_BITS", "REPO_VECTORS", "VectorModel", "bundled_dir", "bundled_model",
+                "calibrated_model", "calibrated_params", "committed_dirs", "corner_dir", "corner_vector_model",
+                "from_checkpoint", "from_params", "read_model", "untrained_model"),
+    "stimuli": ("AWKWARD", "DEFAULT_CROP_ORIGIN", "DEFAULT_PHOTO", "NOISE_SEED", "STIMULI", "STIMULUS_TEXT",
+                "Stimulus", "awkward_stimuli", "default_photo", "default_stimuli", "make_stimulus",
+                "read_stimuli"),
+    "store": ("NAME_RE", "SCHEMA_VERSION", "compare_tree", "find_array", "load_array", "read_manifest",
+              "safe_path", "write_tree"),
+}
+_MODULE_OF = {name: mod for mod, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name):
+    mod = _MODULE_OF.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{mod}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_MODULE_OF))
+
+
+__all__ = [name for names in _EXPORTS.values() for name in names]

@@ -14,6 +14,7 @@ from ..integer.bitplane import bitplane_partials
 from ..integer.model import ConvOp, IntModel, ShuffleOp
 from ..integer.run import run_ops
 from .encodings import FORMATS, encode, sha256
+from .hdl import HDL_FORMAT, Kit
 from .manifest import manifest_bytes, model_text, op_entry, ops_of, tensor_entries
 from .record import coverage, im2col_row, plane_element, rebuild_accumulator, unclamped
 from .sources import VectorModel, read_model
@@ -29,7 +30,7 @@ class Builder:
         self.records = {}
 
     def add(self, stem: str, arr: np.ndarray, formats, tensor: str):
-        for fmt in formats:
+        for fmt in (f for f in formats if f in FORMATS):     # HDL_FORMAT files: hdl.Kit
             data = encode(arr, fmt)
             path = f"{stem}.{fmt}"
             self.files[path] = data
@@ -47,12 +48,12 @@ def check_names(model: IntModel, stimuli):
         raise ValueError("vectors: 'weights' is reserved and cannot name a stimulus")
 
 
-def stimulus_vectors(vm: VectorModel, tensors: dict, stim: Stimulus, b: Builder) -> dict:
+def stimulus_vectors(vm: VectorModel, tensors: dict, stim: Stimulus, b: Builder, kit: Kit | None = None) -> dict:
     """Run one stimulus; add its files to b; return its manifest entry."""
     model = vm.model
     codes = np.asarray(stim.codes)
-    if codes.dtype != np.uint8 or codes.ndim != 4 or codes.shape[:2] != (1, 3):
-        raise ValueError(f"vectors: stimulus {stim.name!r} must be uint8 (1, 3, H, W), "
+    if codes.dtype != np.uint8 or codes.ndim != 4 or codes.shape[1] != 3 or min(codes.shape) < 1:
+        raise ValueError(f"vectors: stimulus {stim.name!r} must be uint8 (N, 3, H, W), "
                          f"got {codes.dtype} {codes.shape}")
     record = {}
     out = run_ops(model, codes, "plain", record)
@@ -79,6 +80,11 @@ def stimulus_vectors(vm: VectorModel, tensors: dict, stim: Stimulus, b: Builder)
         saturation[op.name] = dict(low=int((v < t.qmin).sum()), high=int((v > t.qmax).sum()),
                                    of=int(v.size))
         covered[op.name] = coverage(op, out, acc)
+    if kit is not None and HDL_FORMAT in stim.formats:
+        stored = {name: arr.astype(tensors[name]["dtype"]) for name, arr in out.items()}
+        kit.stimulus(stim.name, stored, {op.name: record[op.name + ".acc"] for op in ops_of(model, ConvOp)})
+        cfg = model.config
+        kit.headers(stim.name, stored, f"{cfg.arch} x{cfg.scale} {cfg.bits}")
     return dict(description=stim.description, formats=sorted(stim.formats), shapes=shapes,
                 saturation=saturation, coverage=covered, bitplane=planes)
 
@@ -108,15 +114,19 @@ def build_vectors(vm: VectorModel, stimuli) -> dict:
     stimuli = sorted(stimuli, key=lambda s: s.name)   # one canonical order everywhere
     check_names(model, stimuli)
     for s in stimuli:
-        if "bin" not in s.formats or not set(s.formats) <= set(FORMATS):
+        if "bin" not in s.formats or not set(s.formats) <= set(FORMATS + (HDL_FORMAT,)):
             raise ValueError(f"vectors: stimulus {s.name!r} formats {s.formats} must include 'bin' "
-                             f"(ports read it) and be among {FORMATS}")
+                             f"(ports read it) and be among {FORMATS + (HDL_FORMAT,)}")
     tensors = tensor_entries(vm)
     b = Builder()
     for op in ops_of(model, ConvOp):
         b.add(f"weights/{op.name}.w", op.weight.astype(tensors[op.name + ".w"]["dtype"]), FORMATS, op.name + ".w")
         b.add(f"weights/{op.name}.b", op.bias, FORMATS, op.name + ".b")
-    entries = {s.name: stimulus_vectors(vm, tensors, s, b) for s in stimuli}
+    kit = None
+    if any(HDL_FORMAT in s.formats for s in stimuli):    # the hardware kit (--hdl)
+        kit = Kit(b, model, tensors)
+        kit.weights()
+    entries = {s.name: stimulus_vectors(vm, tensors, s, b, kit) for s in stimuli}
     text = model_text(model, tensors, stimuli).encode("ascii")
     b.files["model.txt"] = text
     b.records["model.txt"] = dict(bytes=len(text), sha256=sha256(text), format="text")
@@ -137,3 +147,38 @@ def regenerate(src_dir) -> dict:
     """Every file of src_dir rebuilt from its stored model and inputs (integer arithmetic only)."""
     vm = read_model(src_dir)
     return build_vectors(vm, read_stimuli(src_dir))
+
+
+def tensor_shapes(model: IntModel, input_shape) -> dict:
+    """Every tensor's and accumulator's shape for an input of input_shape (N, 3, H, W):
+    convs keep H, W ("same", stride 1), a shuffle by r multiplies them by r."""
+    shapes = {"image.in": tuple(input_shape)}
+    for op in model.ops:
+        n, c, h, w = shapes[op.input]
+        if isinstance(op, ConvOp):
+            shapes[op.output] = shapes[op.name + ".acc"] = (n, op.weight.shape[0], h, w)
+        elif isinstance(op, ShuffleOp):
+            shapes[op.output] = (n, c // (op.factor ** 2), h * op.factor, w * op.factor)
+        else:
+            shapes[op.output] = (n, c, h, w)
+    return shapes
+
+
+# Bytes per element while a stimulus runs: the int64 accumulators and unclamped values, the
+# engine's float copies, coverage temporaries (measured peak: about 20 per element of a set).
+WORK_BYTES = 32
+TEXT_BYTES = 100      # a .hex or .mem text in the making: a Python int and a str per element
+
+
+def estimate_bytes(model: IntModel, stimuli) -> int:
+    """Memory building a set needs, from shapes alone: stimuli = [(input shape, formats)].
+    Every file is held in memory until the set is written; one stimulus runs at a time."""
+    files = work = 0
+    for shape, formats in stimuli:
+        shapes = tensor_shapes(model, shape)
+        sizes = [int(np.prod(s)) for s in shapes.values()]
+        text = [f for f in formats if f in ("hex", HDL_FORMAT)]
+        per = len([f for f in formats if f in ("npy", "bin")]) * 8 + len(text) * 17 * 3
+        files += per * sum(sizes)
+        work = max(work, WORK_BYTES * sum(sizes) + (TEXT_BYTES * max(sizes) if text else 0))
+    return files + work

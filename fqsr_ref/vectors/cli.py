@@ -1,13 +1,14 @@
 """Golden test vectors: every tensor of an integer-only model, written for ports.
 
     python -m fqsr_ref.vectors --out DIR [--checkpoint CKPT | --model VECDIR | --untrained | --corner BITS]
-                               [--bits 4/4/8] [--image IMG] [--size 16]
+                               [--bits 4/4/8] [--image IMG] [--size 16] [--hdl] [--awkward]
     python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR]
     python -m fqsr_ref.vectors --check VECDIR
 
 The command line (run by __main__.py): a usage error, unusable input (a manifest of
 the wrong structure included) or running out of memory is one line on stderr and
-exit code 2; Ctrl-C exits 130; --check exits 1 when the rebuilt set differs from
+exit code 2 (so is a set that would need more memory than the machine has
+available, refused before any work); Ctrl-C exits 130; --check exits 1 when the rebuilt set differs from
 the stored one.
 """
 from __future__ import annotations
@@ -15,12 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .build import build_vectors, regenerate
+from .build import build_vectors, estimate_bytes, regenerate
 from .encodings import FORMATS
+from .hdl import HDL_FORMAT
 from .sources import (BUNDLED_BITS, bundled_model, corner_vector_model, from_checkpoint, read_model,
                       untrained_model)
-from .stimuli import DEFAULT_CROP_ORIGIN, DEFAULT_PHOTO, default_photo, default_stimuli
-from .store import compare_tree, write_tree
+from .stimuli import AWKWARD, DEFAULT_CROP_ORIGIN, DEFAULT_PHOTO, awkward_stimuli, default_photo, default_stimuli
+from .store import check_out, compare_tree, write_tree
 
 
 def build_parser():
@@ -41,7 +43,17 @@ def build_parser():
     p.add_argument("--size", type=int, default=16, help="natural crop side (default 16)")
     p.add_argument("--stimulus-size", type=int, default=8, help="side of the synthetic stimuli (default 8)")
     p.add_argument("--formats", default="npy,bin,hex", help="formats of the natural stimulus")
-    p.add_argument("--stimulus-formats", default="bin", help="formats of the synthetic stimuli")
+    p.add_argument("--stimulus-formats", default="bin,hex",
+                   help="formats of the synthetic stimuli (default bin,hex)")
+    p.add_argument("--hdl", action="store_true",
+                   help="also write the hardware kit: .mem memories at the code's own width (elements, "
+                        "NHWC / OHWI words, bit-plane words) and parameter headers (per op .svh, per "
+                        "stimulus params.h) for the natural crop and the --awkward stimuli (the square "
+                        "synthetic ones too if --stimulus-formats has mem); vectors/README.md")
+    p.add_argument("--awkward", action="store_true",
+                   help="add the stimuli of awkward shapes: " +
+                        ", ".join(f"{n} {'x'.join(map(str, s))}" for n, (s, _) in AWKWARD.items()) +
+                        " (N x C x H x W)")
     p.add_argument("--regenerate", metavar="VECDIR",
                    help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR)")
     p.add_argument("--check", metavar="VECDIR",
@@ -51,9 +63,29 @@ def build_parser():
 
 def parse_formats(text: str) -> tuple:
     formats = tuple(sorted(set(f.strip() for f in text.split(",") if f.strip())))
-    if not formats or not set(formats) <= set(FORMATS):
-        raise ValueError(f"formats {text!r}: expected a comma list of {FORMATS}")
+    if not formats or not set(formats) <= set(FORMATS + (HDL_FORMAT,)):
+        raise ValueError(f"formats {text!r}: expected a comma list of {FORMATS + (HDL_FORMAT,)}")
     return formats
+
+
+def available_memory() -> int:
+    """Bytes the machine can still give (MemAvailable), or 8 GiB where it cannot say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+def check_memory(vm, stimuli_shapes) -> None:
+    """ValueError (exit 2, before any work) when the set would need more than the machine has."""
+    need, have = estimate_bytes(vm.model, stimuli_shapes), available_memory()
+    if need > have:
+        raise ValueError(f"vectors: this set would need about {need / 2**30:.1f} GiB of memory and "
+                         f"{have / 2**30:.1f} GiB are available; use a smaller --size / --stimulus-size")
 
 
 def natural_image(args):
@@ -81,6 +113,7 @@ def run(args) -> int:
         print(f"{args.check}: {'byte-identical' if not diff else f'{len(diff)} files differ'}")
         return 1 if diff else 0
     if args.regenerate:
+        check_out(args.out or args.regenerate)
         out = write_tree(args.out or args.regenerate, regenerate(args.regenerate))
         print(f"wrote {out}")
         return 0
@@ -88,6 +121,7 @@ def run(args) -> int:
         raise ValueError("--out DIR is required (or --regenerate / --check)")
     if min(args.size, args.stimulus_size) < 1:
         raise ValueError(f"--size {args.size} and --stimulus-size {args.stimulus_size} must be >= 1")
+    check_out(args.out)
     if args.checkpoint:
         vm = from_checkpoint(args.checkpoint)
     elif args.corner:
@@ -96,9 +130,19 @@ def run(args) -> int:
         vm = untrained_model(args.bits)
     else:
         vm = read_model(args.model) if args.model else bundled_model(args.bits)
+    formats, stimulus_formats = parse_formats(args.formats), parse_formats(args.stimulus_formats)
+    awkward_formats = stimulus_formats
+    if args.hdl:      # the kit for the natural crop and the awkward shapes; the squares: --stimulus-formats
+        formats = tuple(sorted(set(formats) | {"hex", HDL_FORMAT}))
+        awkward_formats = tuple(sorted(set(stimulus_formats) | {"hex", HDL_FORMAT}))
+    shapes = [((1, 3, args.size, args.size), formats)] + \
+        [((1, 3, args.stimulus_size, args.stimulus_size), stimulus_formats)] * 4 + \
+        ([(shape, awkward_formats) for shape, _ in AWKWARD.values()] if args.awkward else [])
+    check_memory(vm, shapes)
     image, origin = natural_image(args)
-    stimuli = default_stimuli(image, args.size, args.stimulus_size, parse_formats(args.formats),
-                              parse_formats(args.stimulus_formats), origin)
+    stimuli = default_stimuli(image, args.size, args.stimulus_size, formats, stimulus_formats, origin)
+    if args.awkward:
+        stimuli += awkward_stimuli(awkward_formats)
     out = write_tree(args.out, build_vectors(vm, stimuli))
     print(f"wrote {out}: {vm.model.config.arch} x{vm.model.config.scale} {vm.model.config.bits}, "
           f"{len(vm.model.ops)} ops, stimuli {', '.join(s.name for s in stimuli)}")

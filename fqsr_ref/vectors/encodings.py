@@ -9,13 +9,12 @@ import hashlib
 
 import numpy as np
 
-from ..integer.requant import code_dtype
-
 FORMATS = ("npy", "bin", "hex")
 
 
 def storage_dtype(qmin: int, qmax: int) -> np.dtype:
     """The dtype a code tensor is stored in: the integer model's (SPEC 1, code_dtype)."""
+    from ..integer.requant import code_dtype     # not at the top: the verifier imports this module
     return np.dtype(code_dtype(qmin, qmax))
 
 

@@ -28,8 +28,15 @@ STIMULUS_TEXT = {
 }
 
 
+# Stimuli of awkward shapes (--awkward): name -> (N, 3, H, W), seed of their uniform codes.
+AWKWARD = {
+    "column": ((1, 3, 9, 1), NOISE_SEED + 1),     # W = 1: every tap but the centre column padded
+    "batch": ((2, 3, 5, 3), NOISE_SEED + 2),      # batch 2, odd and non-square
+}
+
+
 class Stimulus(NamedTuple):
-    """One input: codes (1, 3, H, W) uint8 and the formats its tensors are written in."""
+    """One input: codes (N, 3, H, W) uint8 and the formats its tensors are written in."""
     name: str
     codes: np.ndarray
     description: str
@@ -81,6 +88,17 @@ def default_stimuli(image=None, size: int = 16, stimulus_size: int = 8,
     for name in STIMULI[1:]:
         out.append(Stimulus(name, make_stimulus(name, stimulus_size), STIMULUS_TEXT[name],
                             tuple(stimulus_formats)))
+    return out
+
+
+def awkward_stimuli(formats=("bin", "hex")) -> list:
+    """The stimuli of AWKWARD: uniform codes 0..255 of each shape, from each seed."""
+    out = []
+    for name, (shape, seed) in AWKWARD.items():
+        codes = np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+        text = (f"{'x'.join(map(str, shape))} (N, C, H, W) uniform codes 0..255: "
+                f"np.random.default_rng({seed}).integers(0, 256, shape, dtype=np.uint8)")
+        out.append(Stimulus(name, codes, text, tuple(formats)))
     return out
 
 

@@ -27,11 +27,34 @@ def write_tree(out_dir, files: dict) -> Path:
     manifest.json) or empty, so a mistyped --out cannot wipe unrelated files.
     A reader sees the old directory or the new one, never a half-written one.
     """
+    out = check_out(out_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    except OSError as exc:
+        raise ValueError(f"vectors: cannot write {out}: {exc.strerror or exc}") from None
+    try:
+        _fill_and_swap(out, tmp, files)
+    except OSError as exc:
+        raise ValueError(f"vectors: cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def check_out(out_dir) -> Path:
+    """out_dir as an absolute path, or ValueError (before any work) if it cannot become a
+    vector directory: it exists and is not one, or no folder on its way can be written."""
     out = Path(out_dir).absolute()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
         raise ValueError(f"vectors: {out} exists and is not a vector directory; refusing to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"vectors: cannot write {out}: {parent} is not a writable directory")
+    return out
+
+
+def _fill_and_swap(out: Path, tmp: Path, files: dict) -> None:
     try:
         for rel, data in sorted(files.items()):
             path = tmp / rel
@@ -42,15 +65,22 @@ def write_tree(out_dir, files: dict) -> Path:
         os.chmod(tmp, 0o777 & ~umask)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old)      # over an empty directory: allowed on POSIX
-            os.replace(tmp, out)
+            try:
+                os.replace(out, old)      # over an empty directory: allowed on POSIX
+            except BaseException:
+                os.rmdir(old)             # nothing moved: leave no .old-* behind
+                raise
+            try:
+                os.replace(tmp, out)
+            except BaseException:
+                os.replace(old, out)      # put the previous set back
+                raise
             shutil.rmtree(old)
         else:
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def compare_tree(vec_dir, files: dict) -> list:
@@ -234,18 +264,33 @@ def read_manifest(vec_dir, check_files: bool = True) -> dict:
 
 
 def load_array(root: Path, rel: str, rec: dict) -> np.ndarray:
-    """One listed array file (.npy or .bin) as an ndarray; never unpickles."""
+    """One listed array file (.npy or .bin) as an ndarray; never unpickles, and allocates
+    only after the file's size proves it holds the manifest's shape (a .npy header
+    declaring a huge shape is refused, not allocated)."""
     full = safe_path(root, rel)
     dtype, shape = np.dtype(rec["dtype"]).newbyteorder("<"), tuple(rec["shape"])
-    if rel.endswith(".npy"):
-        arr = np.load(full, allow_pickle=False)
-    else:
-        data = full.read_bytes()
-        if len(data) != dtype.itemsize * int(np.prod(shape)):
-            raise ValueError(f"vectors: {full}: {len(data)} bytes, expected {shape} {dtype.name}")
-        arr = np.frombuffer(data, dtype).reshape(shape)
-    if arr.dtype != dtype or arr.shape != shape:
-        raise ValueError(f"vectors: {full}: {arr.dtype} {arr.shape}, manifest says {dtype.name} {shape}")
+    want = dtype.itemsize * int(np.prod(shape, dtype=object))    # Python int: no overflow
+    try:
+        size = os.stat(full).st_size
+        if rel.endswith(".npy"):
+            with open(full, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                got_shape, fortran, got_dtype = read_header(f)
+                start = f.tell()
+        else:
+            got_shape, fortran, got_dtype, start = shape, False, dtype, 0
+    except (ValueError, TypeError, SyntaxError, EOFError) as exc:
+        raise ValueError(f"vectors: {full}: not a .npy file this reader accepts ({exc})") from None
+    if got_dtype != dtype or tuple(got_shape) != shape or fortran:
+        raise ValueError(f"vectors: {full}: {got_dtype} {tuple(got_shape)}{' Fortran order' if fortran else ''}, "
+                         f"manifest says {dtype.name} {shape}")
+    if size != start + want:
+        raise ValueError(f"vectors: {full}: {size} bytes, expected {start + want} ({shape} {dtype.name})")
+    with open(full, "rb") as f:
+        f.seek(start)
+        arr = np.frombuffer(f.read(want), dtype).reshape(shape)
     return np.array(arr, dtype=dtype.newbyteorder("="))
 
 
