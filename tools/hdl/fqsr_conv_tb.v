@@ -1,0 +1,126 @@
+// fqsr_conv_tb.v: checks fqsr_conv_unit against one conv of a golden vector set, for one
+// stimulus, with Icarus Verilog (or any Verilog-2005 simulator). Verilog-2005.
+//
+// The conv's parameters come from the per-op header the vectors generator writes,
+// <set>/<stimulus>/<conv>.svh, included as "fqsr_params.svh" (copy it or point -I at a
+// directory holding it under that name); every file name in it is relative to the set
+// directory, so run the simulation there. tools/hdl/Makefile does both:
+//     make -C tools/hdl SET=vectors/corner_x2_4-4-8 STIMULUS=natural CONV=blocks.0.conv1
+// Defines: FQSR_POP_HEX "<stimulus>/<conv>.plane.pop.hex" also checks the plane partials
+// (element n = 0, o = 0, y = H / 2, x = W / 2); FQSR_TIE_HALF_AWAY builds the requantizer
+// with a wrong tie rule (the corner sets must then FAIL).
+//
+// It reads the input codes one pixel a word (IN_NHWC_MEM), the weights one tap a word
+// (W_OHWI_MEM), the biases (B_MEM) and the expected accumulators and codes (ACC_MEM,
+// OUT_MEM, NCHW at their own widths); it drives K*K taps per output element (0 for a
+// padded tap) and compares every accumulator and code. Last line: "fqsr_conv_tb: PASS ..."
+// or "fqsr_conv_tb: FAIL ..." (then the first mismatches are listed above it).
+module fqsr_conv_tb;
+`include "fqsr_params.svh"
+
+`ifdef FQSR_TIE_HALF_AWAY
+    localparam ROUNDING = 1;
+`else
+    localparam ROUNDING = 0;
+`endif
+    localparam ACC_W = ACC_BITS;
+    localparam POP_W = $clog2(FAN_IN + 1);
+    localparam PIXELS = BATCH * H_IN * W_IN;
+    localparam OUTPUTS = BATCH * COUT * H_OUT * W_OUT;
+    localparam PAIRS = IN_BITS * W_BITS;
+    localparam SHOW = 5;                       // mismatches listed
+
+    reg [CIN*IN_BITS-1:0] in_mem [0:PIXELS-1];
+    reg [CIN*W_BITS-1:0]  w_mem  [0:COUT*K*K-1];
+    reg [31:0]            b_mem  [0:COUT-1];
+    reg [ACC_BITS-1:0]    acc_mem [0:OUTPUTS-1];
+    reg [OUT_BITS-1:0]    out_mem [0:OUTPUTS-1];
+    reg [31:0]            pop_mem [0:PAIRS-1];
+
+    reg clk = 0;
+    always #5 clk = ~clk;
+
+    reg start = 0, valid = 0;
+    reg signed [31:0] bias = 0;
+    reg [CIN*IN_BITS-1:0] a_word = 0;
+    reg [CIN*W_BITS-1:0] b_word = 0;
+    wire signed [ACC_W-1:0] acc;
+    wire [PAIRS*POP_W-1:0] pops;
+    wire [OUT_BITS-1:0] code;
+
+    fqsr_conv_unit #(.CIN(CIN), .A_BITS(IN_BITS), .A_SIGNED(IN_SIGNED), .B_BITS(W_BITS), .B_SIGNED(W_SIGNED),
+                     .ACC_W(ACC_W), .POP_W(POP_W), .OUT_BITS(OUT_BITS), .QMIN(QMIN), .QMAX(QMAX),
+                     .ROUNDING(ROUNDING))
+        dut (.clk(clk), .start(start), .bias(bias), .valid(valid), .a_word(a_word), .b_word(b_word),
+             .mult(MULT[30:0]), .rshift(RIGHT_SHIFT[5:0]), .neg_mult(NEG_MULT[30:0]),
+             .neg_rshift(NEG_RIGHT_SHIFT[5:0]), .neg_negate(NEG_SIGN < 0),
+             .acc(acc), .pops(pops), .code(code));
+
+    integer n, o, oy, ox, ky, kx, iy, ix, idx, pair;
+    integer acc_bad, code_bad, pop_bad, pops_checked;
+
+    initial begin
+        $readmemh(IN_NHWC_MEM, in_mem);
+        $readmemh(W_OHWI_MEM, w_mem);
+        $readmemh(B_MEM, b_mem);
+        $readmemh(ACC_MEM, acc_mem);
+        $readmemh(OUT_MEM, out_mem);
+`ifdef FQSR_POP_HEX
+        $readmemh(`FQSR_POP_HEX, pop_mem);
+`endif
+        acc_bad = 0; code_bad = 0; pop_bad = 0; pops_checked = 0;
+        for (n = 0; n < BATCH; n = n + 1)
+            for (o = 0; o < COUT; o = o + 1)
+                for (oy = 0; oy < H_OUT; oy = oy + 1)
+                    for (ox = 0; ox < W_OUT; ox = ox + 1) begin
+                        // one output element: load the bias, then K*K taps
+                        @(negedge clk);
+                        start = 1; bias = b_mem[o];
+                        @(negedge clk);
+                        start = 0; valid = 1;
+                        for (ky = 0; ky < K; ky = ky + 1)
+                            for (kx = 0; kx < K; kx = kx + 1) begin
+                                iy = oy + ky - PAD;
+                                ix = ox + kx - PAD;
+                                a_word = (iy < 0 || iy >= H_IN || ix < 0 || ix >= W_IN)
+                                         ? 0 : in_mem[(n * H_IN + iy) * W_IN + ix];
+                                b_word = w_mem[(o * K + ky) * K + kx];
+                                @(negedge clk);
+                            end
+                        valid = 0;
+                        idx = ((n * COUT + o) * H_OUT + oy) * W_OUT + ox;
+                        if (acc !== $signed(acc_mem[idx])) begin
+                            acc_bad = acc_bad + 1;
+                            if (acc_bad + code_bad <= SHOW)
+                                $display("mismatch: accumulator [n=%0d o=%0d y=%0d x=%0d] expected %0d got %0d",
+                                         n, o, oy, ox, $signed(acc_mem[idx]), acc);
+                        end
+                        if (code !== out_mem[idx]) begin
+                            code_bad = code_bad + 1;
+                            if (acc_bad + code_bad <= SHOW)
+                                $display("mismatch: code [n=%0d o=%0d y=%0d x=%0d] of accumulator %0d: expected %h got %h",
+                                         n, o, oy, ox, acc, out_mem[idx], code);
+                        end
+`ifdef FQSR_POP_HEX
+                        if (n == 0 && o == 0 && oy == H_OUT / 2 && ox == W_OUT / 2)
+                            for (pair = 0; pair < PAIRS; pair = pair + 1) begin
+                                pops_checked = pops_checked + 1;
+                                if (pops[pair * POP_W +: POP_W] !== pop_mem[pair][POP_W-1:0]
+                                    || pop_mem[pair] >= (1 << POP_W)) begin
+                                    pop_bad = pop_bad + 1;
+                                    $display("mismatch: plane partial P[%0d, %0d] expected %0d got %0d",
+                                             pair / W_BITS, pair % W_BITS, pop_mem[pair],
+                                             pops[pair * POP_W +: POP_W]);
+                                end
+                            end
+`endif
+                    end
+        if (acc_bad + code_bad + pop_bad == 0)
+            $display("fqsr_conv_tb: PASS %0d accumulators, %0d codes, %0d plane partials (%0d x %0d x %0dx%0d, %0d-bit x %0d-bit)",
+                     OUTPUTS, OUTPUTS, pops_checked, BATCH, COUT, H_OUT, W_OUT, IN_BITS, W_BITS);
+        else
+            $display("fqsr_conv_tb: FAIL %0d of %0d accumulators, %0d of %0d codes, %0d of %0d plane partials differ",
+                     acc_bad, OUTPUTS, code_bad, OUTPUTS, pop_bad, pops_checked);
+        $finish;
+    end
+endmodule
