@@ -355,3 +355,302 @@ def test_reproduce_memory_and_interrupt(reproduce, tmp_path, monkeypatch, capsys
                         "--docs", str(tmp_path / "docs")])
     assert info.value.code == code
     one_line(capsys.readouterr().err, start)
+
+
+def test_reproduce_refuses_bad_options_before_work(reproduce, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce.multiprocessing, "Pool", FailingPool(AssertionError("trained")))
+    (tmp_path / "a_file").write_text("keep me")
+    cases = [(["--steps", "0"], "--steps 0"), (["--fp-steps", "-1"], "--fp-steps -1"),
+             (["--batch", "0"], "--batch 0"), (["--patch", "0"], "--patch 0"),
+             (["--jobs", "0"], "--jobs 0"), (["--lr", "nan"], "--lr nan"),
+             (["--out", str(tmp_path / "a_file")], "not a folder"),
+             (["--docs", str(tmp_path / "a_file")], "--docs"),
+             (["--out", str(tmp_path / "a_file" / "sub")], "cannot create"),
+             (["--arch", "vgg"], "--arch")]
+    for args, message in cases:
+        with pytest.raises(SystemExit) as info:
+            reproduce.main(["--out", str(tmp_path / "runs"), *args])
+        assert info.value.code == 2, args
+        assert message in one_line(capsys.readouterr().err, "error:"), args
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+class SyncPool(FailingPool):
+    """multiprocessing.Pool run in this process."""
+    def __init__(self):
+        pass
+
+    def starmap(self, fn, iterable):
+        return [fn(*args) for args in iterable]
+
+
+def fake_train_and_score(reproduce):
+    """train_and_score without training: (scores, never learned) of every run."""
+    from types import SimpleNamespace
+
+    def scores_of(args, arch):
+        names = [r[0] for r in reproduce.runs(arch)]
+        scores = {n: SimpleNamespace(psnr=30.0 + i / 10, ssim=0.9, bicubic_psnr=30.0, bicubic_ssim=0.9)
+                  for i, n in enumerate(reversed(names))}
+        return scores, {n: "0 of 10" for n in names}
+    return scores_of
+
+
+@pytest.mark.parametrize("docs", [None, "elsewhere"])
+def test_reproduce_writes_into_out_unless_docs_is_given(reproduce, tmp_path, monkeypatch, capsys, docs):
+    """Issue 12 item 6: results.md and the plots go to --out, never over the tracked
+    docs/results.md unless --docs names a folder."""
+    monkeypatch.chdir(tmp_path)          # where a relative "docs" would be
+    monkeypatch.setattr(reproduce.multiprocessing, "Pool", SyncPool())
+    monkeypatch.setattr(reproduce, "train_and_score", fake_train_and_score(reproduce))
+    (tmp_path / "docs").mkdir()
+    argv = ["--arch", "srresnet", "--out", "runs/rep"] + (["--docs", docs] if docs else [])
+    reproduce.main(argv)
+    written = tmp_path / (docs or "runs/rep")
+    assert (written / "results.md").is_file() and (written / "results_srresnet.png").is_file()
+    assert not list((tmp_path / "docs").iterdir())
+    assert f"wrote {os.path.join(docs or 'runs/rep', 'results.md')}" in capsys.readouterr().out
+    made_by = (written / "results.md").read_text().splitlines()[2]
+    assert ("--docs elsewhere" in made_by) == (docs is not None)
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+# ---------------------------------------------------------------------------
+# One OpenBLAS thread whatever the import order (issue 12, item 6; the table's row
+# "tools/reproduce.py, bench_conv.py, ... any user code importing numpy first")
+# ---------------------------------------------------------------------------
+
+# Reads the thread count of every loaded OpenBLAS through fqsr_ref/blas.py loaded by
+# path, so that the package (whose import sets the count) is not imported by the probe.
+PROBE = textwrap.dedent(f"""
+    import importlib.util, json, sys
+    spec = importlib.util.spec_from_file_location("blas_probe", {str(ROOT / "fqsr_ref" / "blas.py")!r})
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    def report(label):
+        print(label, json.dumps(probe.blas_threads()), flush=True)
+""")
+
+
+def cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_probe(body, threads=None):
+    """{label: {library: threads}} printed by body (after PROBE) in a fresh Python."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")}
+    if threads is not None:
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
+    result = subprocess.run([sys.executable, "-c", PROBE + textwrap.dedent(body)], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return {label: json.loads(counts) for label, counts in
+            (line.split(" ", 1) for line in result.stdout.splitlines())}
+
+
+def test_blas_one_thread_when_numpy_and_scipy_are_imported_first():
+    seen = run_probe("""
+        import numpy, scipy.linalg
+        report("before")
+        import fqsr_ref
+        report("after")
+    """)
+    if not seen["before"]:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert len(seen["after"]) == len(seen["before"])   # NumPy's and SciPy's copies
+    if cpus() >= 2:   # the test means something: OpenBLAS started with one thread per CPU
+        assert all(n >= 2 for n in seen["before"].values()), seen
+    assert set(seen["after"].values()) == {1}, seen
+
+
+def test_blas_one_thread_when_fqsr_ref_is_imported_first():
+    seen = run_probe("""
+        import fqsr_ref
+        report("nothing")          # no OpenBLAS loaded yet: a silent no-op
+        import numpy, scipy.linalg
+        report("after")
+    """)
+    assert seen["nothing"] == {}
+    if not seen["after"]:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert set(seen["after"].values()) == {1}, seen
+
+
+@pytest.mark.parametrize("tool", ["reproduce.py", "bench_conv.py", "bench_integer.py"])
+def test_blas_one_thread_in_the_tools(tool):
+    seen = run_probe(f"""
+        import runpy
+        runpy.run_path({str(ROOT / "tools" / tool)!r}, run_name="not_main")
+        report("tool")
+    """)
+    if not seen["tool"]:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert set(seen["tool"].values()) == {1}, seen
+
+
+@pytest.mark.skipif(cpus() < 2, reason="OpenBLAS caps its threads at the CPU count")
+def test_blas_threads_the_user_sets_are_kept():
+    seen = run_probe("""
+        import numpy
+        import fqsr_ref
+        report("numpy_first")
+        import scipy.linalg
+        report("scipy_later")
+        fqsr_ref.set_blas_threads(1)
+        report("set_1")
+    """, threads=2)
+    if not seen["numpy_first"]:
+        pytest.skip("NumPy here does not use OpenBLAS")
+    assert set(seen["numpy_first"].values()) == {2} and set(seen["scipy_later"].values()) == {2}, seen
+    assert set(seen["set_1"].values()) == {1}, seen
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, True, "2"])
+def test_set_blas_threads_refuses_a_bad_count(n):
+    import fqsr_ref
+    with pytest.raises(ValueError, match="set_blas_threads"):
+        fqsr_ref.set_blas_threads(n)
+
+
+# ---------------------------------------------------------------------------
+# --help states every default (issue 12, item 7), so that an option added without
+# its default fails here
+# ---------------------------------------------------------------------------
+
+def expanded_help(parser, action):
+    return " ".join(parser._get_formatter()._expand_help(action).split())
+
+
+def default_texts(value):
+    return {str(value), f"{value:g}"} if isinstance(value, float) else {str(value)}
+
+
+def printed_help(main, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("module", ["train", "cost"])
+def test_help_states_every_default(module, capsys):
+    import argparse
+    import importlib
+    cli = importlib.import_module(f"fqsr_ref.{module}")
+    parser = cli.build_parser()
+    printed = printed_help(cli.main, capsys)
+    for action in parser._actions:
+        if not action.option_strings or isinstance(action, argparse._HelpAction):
+            continue
+        name = action.option_strings[0]
+        assert action.help, f"{module} {name}: no help"
+        text = expanded_help(parser, action)
+        assert text in printed, f"{module} {name}: not in --help"
+        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+            continue   # a flag: off unless given
+        assert "default" in text, f"{module} {name}: help does not state the default: {text!r}"
+        if action.default is not None:
+            assert any(t in text for t in default_texts(action.default)), \
+                f"{module} {name}: help does not show its default {action.default!r}: {text!r}"
+
+
+@pytest.mark.parametrize("argv", [[], ["--arch", "edsr"], ["--tiny"], ["--tiny", "--bits", "4/4/8"]])
+def test_train_help_states_the_preset_values(argv, capsys):
+    """The options whose default comes from a preset (--arch's or --tiny's): each value
+    is in the option's help."""
+    import fqsr_ref.train as train
+    parser = train.build_parser()
+    resolved = vars(train.resolve(parser.parse_args(argv)))
+    for action in parser._actions:
+        if action.default is not None or resolved.get(action.dest) is None:
+            continue
+        text = expanded_help(parser, action)
+        if action.dest == "out" and not argv[:1] == ["--tiny"]:
+            assert "runs/<arch>_x<scale>" in text
+            continue
+        assert any(t in text for t in default_texts(resolved[action.dest])), \
+            f"{argv}: {action.option_strings[0]} {resolved[action.dest]!r} not in {text!r}"
+    epilog = printed_help(train.main, capsys)
+    assert "--tiny also sets" in epilog and "presets" in epilog
+
+
+# ---------------------------------------------------------------------------
+# The table's other rows fixed in the code and tested here
+# ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def not_npz(tmp_path_factory):
+    """A text file and a .npy file, both named .npz."""
+    d = tmp_path_factory.mktemp("not_npz")
+    (d / "text.npz").write_text("this is not a checkpoint\n")
+    np.save(d / "array.npy", np.zeros(3))
+    (d / "array.npy").rename(d / "array.npz")
+    return d
+
+
+@pytest.mark.parametrize("name", ["text.npz", "array.npz"])
+@pytest.mark.parametrize("command", ["infer", "evaluate", "vectors", "train --init"])
+def test_a_file_that_is_not_an_npz_is_named(not_npz, ckpt, hr_dir, tmp_path, capsys, name, command):
+    """Row: a text file named .npz read as 'pickled data' (and a .npy named .npz was a
+    traceback): one line, exit 2, 'not a .npz archive'."""
+    import fqsr_ref.train as train
+    path = str(not_npz / name)
+    out = tmp_path / "out"
+    code = {
+        "infer": lambda: infer.main(["--checkpoint", path, "--image", str(ckpt / "in.png"),
+                                     "--out", str(tmp_path / "o.png")]),
+        "evaluate": lambda: evaluate.main(["--checkpoint", path, "--hr-dir", str(hr_dir), "--scale", "2"]),
+        "vectors": lambda: vectors_cli.main(["--checkpoint", path, "--out", str(out)]),
+        "train --init": lambda: train.main(["--init", path, "--bits", "8/8/8", "--steps", "1",
+                                            "--val-dir", str(hr_dir), "--out", str(out)]),
+    }[command]()
+    assert code == 2
+    line = one_line(capsys.readouterr().err, "error:")
+    assert path in line and "not a .npz archive" in line and "pickle" not in line
+    assert not out.exists() and not (tmp_path / "o.png").exists()
+
+
+def test_infer_out_under_a_file(ckpt, tmp_path, monkeypatch, capsys):
+    """Row: `--out` is a file (here: the folder --out names is a file)."""
+    (tmp_path / "a_file").write_text("keep me")
+    monkeypatch.setattr(infer, "run_image", no_compute)
+    assert infer.main(["--checkpoint", str(ckpt / "q.npz"), "--image", str(ckpt / "in.png"),
+                       "--out", str(tmp_path / "a_file" / "out.png")]) == 2
+    assert "a_file" in one_line(capsys.readouterr().err, "error:")
+    assert (tmp_path / "a_file").read_text() == "keep me"
+
+
+@pytest.fixture
+def val_dir(tmp_path):
+    d = tmp_path / "val"
+    d.mkdir()
+    rng = np.random.default_rng(3)
+    write_image(str(d / "a.png"), rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    return d
+
+
+def test_two_trainings_into_one_out(tmp_path, val_dir, capsys):
+    """Row: two trainings into one --out at once. A real second process trains into OUT;
+    this one is refused before touching anything, and the first ends cleanly on Ctrl-C."""
+    import fqsr_ref.train as train
+    out = tmp_path / "run"
+    micro = ["--arch", "srresnet", "--bits", "8/8/8", "--blocks", "1", "--channels", "4",
+             "--batch", "2", "--patch", "8", "--warmup-iters", "2", "--val-dir", str(val_dir),
+             "--out", str(out)]
+    first = subprocess.Popen([sys.executable, "-m", "fqsr_ref.train", *micro, "--fp-steps", "1000000",
+                              "--steps", "1"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             text=True, cwd=ROOT)
+    try:
+        assert first.stderr.readline().startswith("model srresnet")   # printed under the lock
+        assert train.main([*micro, "--fp-steps", "2", "--steps", "3"]) == 2
+        line = one_line(capsys.readouterr().err, "error:")
+        assert "another training run" in line and str(out) in line
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=60)
+        assert first.returncode == 130 and "Traceback" not in err, err
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert train.main([*micro, "--fp-steps", "2", "--steps", "3", "--overwrite"]) == 0   # released
