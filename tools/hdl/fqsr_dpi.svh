@@ -1,7 +1,8 @@
 // fqsr_dpi.svh: SystemVerilog DPI-C imports of the fqsr_ref golden model, one per
 // function of tools/cport/fqsr_ops.h (same names, same argument order). Compile
-// tools/cport/fqsr_ops.c with the testbench, e.g.
-//   verilator --binary -Itools/hdl tb.sv tools/cport/fqsr_ops.c
+// tools/cport/fqsr_ops.c with the testbench; with Verilator, for example,
+//   $ verilator --binary -Itools/hdl tb.sv tools/cport/fqsr_ops.c
+// (tools/hdl/Makefile, target dpi, builds fqsr_dpi_tb.sv that way).
 // (Verilator compiles it as C++; fqsr_ops.h declares everything extern "C").
 // Icarus Verilog has no DPI-C (VPI only); use the Verilog datapath in this directory.
 //
