@@ -654,3 +654,108 @@ def test_two_trainings_into_one_out(tmp_path, val_dir, capsys):
             first.kill()
             first.wait()
     assert train.main([*micro, "--fp-steps", "2", "--steps", "3", "--overwrite"]) == 0   # released
+
+
+# ---------------------------------------------------------------------------
+# Row: `--out` read-only. chmod does not stop root (the tests above that use it skip
+# there), so a read-only file system is simulated: every create, write, rename or mkdir
+# under RO fails with EROFS and os.access says it is not writable, as on a real one.
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def read_only_fs(tmp_path, monkeypatch):
+    import builtins
+    import errno
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    prefix = str(ro)
+
+    def under(path):
+        if isinstance(path, int):
+            return False
+        p = os.path.abspath(os.fsdecode(path))
+        return p == prefix or p.startswith(prefix + os.sep)
+
+    def refuse(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.fsdecode(path))
+
+    real = {name: getattr(os, name) for name in ("open", "mkdir", "access", "replace", "rename")}
+    real_builtin_open = builtins.open
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    def os_open(path, flags, *args, **kwargs):
+        if flags & writing and under(path):
+            refuse(path)
+        return real["open"](path, flags, *args, **kwargs)
+
+    def mkdir(path, *args, **kwargs):
+        if under(path):
+            refuse(path)
+        return real["mkdir"](path, *args, **kwargs)
+
+    def access(path, mode, *args, **kwargs):
+        return False if mode & os.W_OK and under(path) else real["access"](path, mode, *args, **kwargs)
+
+    def moving(name):
+        def move(src, dst, *args, **kwargs):
+            if under(src) or under(dst):
+                refuse(dst)
+            return real[name](src, dst, *args, **kwargs)
+        return move
+
+    def builtin_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and under(file):
+            refuse(file)
+        return real_builtin_open(file, mode, *args, **kwargs)
+
+    for name, fake in (("open", os_open), ("mkdir", mkdir), ("access", access),
+                       ("replace", moving("replace")), ("rename", moving("rename"))):
+        monkeypatch.setattr(os, name, fake)
+    monkeypatch.setattr(builtins, "open", builtin_open)
+    return ro
+
+
+def files_in(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", [".", "new"])
+def test_train_on_a_read_only_file_system(read_only_fs, val_dir, capsys, where):
+    import fqsr_ref.train as train
+    out = read_only_fs / where
+    assert train.main(["--arch", "srresnet", "--bits", "8/8/8", "--blocks", "1", "--channels", "4",
+                       "--batch", "2", "--patch", "8", "--fp-steps", "2", "--steps", "3",
+                       "--val-dir", str(val_dir), "--out", str(out)]) == 2
+    line = one_line(capsys.readouterr().err, "error:")
+    assert str(out) in line and "Read-only file system" in line
+    assert files_in(read_only_fs) == []
+
+
+def test_infer_on_a_read_only_file_system(read_only_fs, ckpt, monkeypatch, capsys):
+    monkeypatch.setattr(infer, "run_image", no_compute)
+    assert infer.main(["--checkpoint", str(ckpt / "q.npz"), "--image", str(ckpt / "in.png"),
+                       "--out", str(read_only_fs / "out.png")]) == 2
+    assert "not writable" in one_line(capsys.readouterr().err, "error:")
+    assert files_in(read_only_fs) == []
+
+
+def test_evaluate_save_images_on_a_read_only_file_system(read_only_fs, hr_dir, monkeypatch, capsys):
+    monkeypatch.setattr(metrics, "evaluate_folder", no_compute)
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--bicubic", "--hr-dir", str(hr_dir), "--scale", "2",
+                       "--save-images", str(read_only_fs)])
+    assert info.value.code == 2
+    assert "--save-images" in one_line(capsys.readouterr().err, "error:")
+
+
+@pytest.mark.parametrize("flag", ["--out", "--docs"])
+def test_reproduce_on_a_read_only_file_system(reproduce, read_only_fs, tmp_path, monkeypatch, capsys, flag):
+    monkeypatch.setattr(reproduce.multiprocessing, "Pool", FailingPool(AssertionError("trained")))
+    argv = {"--out": ["--out", str(read_only_fs)],
+            "--docs": ["--out", str(tmp_path / "runs"), "--docs", str(read_only_fs / "docs")]}[flag]
+    with pytest.raises(SystemExit) as info:
+        reproduce.main(argv)
+    assert info.value.code == 2
+    line = one_line(capsys.readouterr().err, "error:")
+    assert flag in line and "Read-only file system" in line
+    assert files_in(read_only_fs) == []
