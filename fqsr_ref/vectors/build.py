@@ -173,12 +173,16 @@ TEXT_BYTES = 100      # a .hex or .mem text in the making: a Python int and a st
 def estimate_bytes(model: IntModel, stimuli) -> int:
     """Memory building a set needs, from shapes alone: stimuli = [(input shape, formats)].
     Every file is held in memory until the set is written; one stimulus runs at a time."""
+    from .encodings import storage_dtype
+    itemsize = {name: storage_dtype(t.qmin, t.qmax).itemsize for name, t in model.tensors.items()}
+    itemsize.update({op.name + ".acc": np.dtype(op.acc_dtype).itemsize for op in ops_of(model, ConvOp)})
     files = work = 0
     for shape, formats in stimuli:
-        shapes = tensor_shapes(model, shape)
-        sizes = [int(np.prod(s)) for s in shapes.values()]
-        text = [f for f in formats if f in ("hex", HDL_FORMAT)]
-        per = len([f for f in formats if f in ("npy", "bin")]) * 8 + len(text) * 17 * 3
-        files += per * sum(sizes)
-        work = max(work, WORK_BYTES * sum(sizes) + (TEXT_BYTES * max(sizes) if text else 0))
+        sizes = {name: int(np.prod(s)) for name, s in tensor_shapes(model, shape).items()}
+        for name, n in sizes.items():
+            b = itemsize[name]
+            per = {"npy": b, "bin": b, "hex": 2 * b + 1, HDL_FORMAT: 2 * (2 * b + 1) + 3}
+            files += n * sum(per.get(f, 0) for f in formats)
+        text = any(f in ("hex", HDL_FORMAT) for f in formats)
+        work = max(work, WORK_BYTES * sum(sizes.values()) + (TEXT_BYTES * max(sizes.values()) if text else 0))
     return files + work
