@@ -109,12 +109,14 @@ def psnr_of(scores, name):
     return scores["FP"].bicubic_psnr if name == "bicubic" else scores[name].psnr
 
 
-def write_markdown(path, all_scores, args):
+def write_markdown(path, all_scores, args, minutes):
+    side_by_side = ", the architectures side by side" if min(args.jobs, len(args.arch)) > 1 else ""
     lines = [
         "# The paper's Tables 2, 3 and 5 at tiny scale",
         "",
         f"Made by `python tools/reproduce.py --fp-steps {args.fp_steps} --steps {args.steps} "
-        f"--jobs 2{' --docs ' + args.docs if args.docs else ''}` (12 minutes on a 2-core CPU, the two architectures side by side). Models: "
+        f"--jobs {args.jobs}{' --docs ' + args.docs if args.docs else ''}` ({minutes:.0f} minutes "
+        f"on a {os.cpu_count()}-core CPU{side_by_side}). Models: "
         "SRResNet and EDSR-baseline x2 with 16 channels and 2 blocks (the paper: 64 channels, "
         f"16 blocks), trained on procedural images only ({args.fp_steps} full-precision steps "
         f"on [0, 1] pixels, then {args.steps} quantized fine-tuning steps per row on 0..255 "
@@ -291,7 +293,7 @@ def main(argv=None):
             results = pool.starmap(train_and_score, [(args, arch) for arch in args.arch])
         all_scores = dict(zip(args.arch, results))
         minutes = (time.time() - t0) / 60
-        write_markdown(os.path.join(results_dir, "results.md"), all_scores, args)
+        write_markdown(os.path.join(results_dir, "results.md"), all_scores, args, minutes)
         for arch, (scores, _) in all_scores.items():
             write_plot(os.path.join(results_dir, f"results_{arch}.png"), scores, arch)
     except KeyboardInterrupt:
