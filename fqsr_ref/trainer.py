@@ -21,12 +21,14 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .data.dataset import ProceduralSource
 from .models import Pass, cast_floats, sr_backward, sr_forward
 from .models.srgan import srgan_step
 from .models.config import ModelConfig
@@ -118,17 +120,30 @@ def batch_for_step(source, opts: StageOptions, scale: int, step: int):
 class BatchStream:
     """The batches of steps start .. opts.steps - 1, in order: (step, lr, hr).
 
-    While the caller trains on one batch, a background thread samples the next
-    (NumPy and BLAS release the GIL for most of a step). A batch is a pure function
-    of (seed, stage, step) (batch_for_step), so prefetching changes no batch and a
-    resumed run sees the same ones. Use it as a context manager: leaving the block
-    (normally, by an exception or a break) waits for the thread to finish.
+    While the caller trains on one batch, a worker samples the next. A batch is a
+    pure function of (seed, stage, step) (batch_for_step), so prefetching changes
+    no batch and a resumed run sees the same ones. prefetch: "thread" (NumPy and
+    BLAS release the GIL for most of a step, but sampling procedural images is
+    mostly Python and holds it), "process" (a forked process samples on another
+    core; the source is pickled with every request, so only for small sources) or
+    None (sample in line). Use it as a context
+    manager: leaving the block (normally, by an exception or a break) stops the
+    worker.
     """
 
-    def __init__(self, source, opts: StageOptions, scale: int, start: int, prefetch: bool = True):
+    def __init__(self, source, opts: StageOptions, scale: int, start: int,
+                 prefetch: str | None = "thread"):
+        if prefetch not in ("thread", "process", None):
+            raise ValueError(f"BatchStream: prefetch must be 'thread', 'process' or None, "
+                             f"got {prefetch!r}")
         self.source, self.opts, self.scale = source, opts, scale
         self.start = start
-        self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+        if prefetch == "process":
+            # fork: no re-import of the caller's __main__ (spawn would need the
+            # caller to guard it), and a start in milliseconds
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"))
+        else:
+            self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
 
     def _fetch(self, step):
         if self.pool is None:
@@ -150,6 +165,21 @@ class BatchStream:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         return False
+
+
+# A process worker is worth its start-up from this many steps of a procedural
+# source on (short runs, the tests' among them, keep the thread).
+PROCESS_PREFETCH_STEPS = 200
+
+
+def prefetch_mode(source, steps: int) -> str:
+    """How train_stage prefetches: a process for a long run on procedural images
+    (small to pickle, and their sampling holds the GIL) where fork exists, else a
+    thread."""
+    if (isinstance(source, ProceduralSource) and steps >= PROCESS_PREFETCH_STEPS
+            and "fork" in get_all_start_methods()):
+        return "process"
+    return "thread"
 
 
 class _Ready:
@@ -246,7 +276,8 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     interval_keys = [k for k in params if k.endswith(".interval")]
     # The watch covers the first steps of a stage; a resumed run already passed them.
     watch = DeadWatch(params if start == 0 else (), (opts.warmup if cfg.quantized else 0) + DEAD_WINDOW)
-    with BatchStream(source, opts, cfg.scale, start) as stream:
+    prefetch = prefetch_mode(source, opts.steps - start)
+    with BatchStream(source, opts, cfg.scale, start, prefetch) as stream:
         for step, lr_batch, hr_batch in stream:
             with np.errstate(over="ignore", invalid="ignore"):   # divergence is caught below
                 losses, grads, new_state, interval_init = train_step(cfg, params, state, lr_batch,

@@ -29,7 +29,8 @@ from fqsr_ref.data.dataset import ProceduralSource  # noqa: E402
 from fqsr_ref.models import cast_floats, init_model, layer_specs, preset, quantized_start  # noqa: E402
 from fqsr_ref.optim import adam_init, adam_step  # noqa: E402
 from fqsr_ref.quant import DAIA_MIN_INTERVAL  # noqa: E402
-from fqsr_ref.trainer import BatchStream, StageOptions, batch_for_step, train_step  # noqa: E402
+from fqsr_ref.trainer import (BatchStream, StageOptions, batch_for_step, prefetch_mode,  # noqa: E402
+                             train_step)
 
 TINY = dict(arch="edsr", blocks=2, channels=16, batch=8, patch=12)
 FULL = dict(arch="srresnet", blocks=16, channels=64, batch=16, patch=24)
@@ -49,7 +50,6 @@ class StepCase:
         self.opts = StageOptions(steps=10 ** 6, batch=batch, patch=patch, warmup=1)
         self.source = ProceduralSource()
         self.steps = steps
-        self.next_step = 0
         if self.cfg.quantized:
             # one warm-up step: DAIA sets every interval, later steps quantize
             lr, hr = batch_for_step(self.source, self.opts, 2, 0)
@@ -58,18 +58,24 @@ class StepCase:
             self.params.update({k: np.asarray(v, np.float32) for k, v in init.items()})
         self.adam = adam_init(self.params)
         self.intervals = [k for k in self.params if k.endswith(".interval")]
+        # batches as train_stage streams them in a long run, from step 1 on
+        self.stream = BatchStream(self.source, self.opts, 2, 1,
+                                  prefetch_mode(self.source, self.opts.steps))
+        self.batches = iter(self.stream)
 
     def __call__(self):
-        start = self.next_step
-        self.next_step += self.steps
-        opts = StageOptions(**{**self.opts.__dict__, "steps": self.next_step})
-        with BatchStream(self.source, opts, 2, start) as stream:
-            for _, lr, hr in stream:
-                _, grads, new_state, _ = train_step(self.cfg, self.params, self.state, lr, hr, opts)
-                self.params, self.adam = adam_step(self.params, grads, self.adam, 1e-4)
-                for key in self.intervals:   # as train_stage: keep I > 0
-                    self.params[key] = np.asarray(np.maximum(self.params[key], np.float32(DAIA_MIN_INTERVAL)))
-                self.state = {**self.state, **new_state}
+        for _ in range(self.steps):
+            _, lr, hr = next(self.batches)
+            _, grads, new_state, _ = train_step(self.cfg, self.params, self.state, lr, hr,
+                                                self.opts)
+            self.params, self.adam = adam_step(self.params, grads, self.adam, 1e-4)
+            for key in self.intervals:   # as train_stage: keep I > 0
+                self.params[key] = np.asarray(np.maximum(self.params[key],
+                                                         np.float32(DAIA_MIN_INTERVAL)))
+            self.state = {**self.state, **new_state}
+
+    def close(self):
+        self.stream.__exit__(None, None, None)
 
 
 def conv_gemms(cfg, batch, patch):
@@ -152,7 +158,12 @@ def train_step_figures(quick: bool = False) -> dict:
         "full_888_s": StepCase(**FULL, bits="8/8/8", steps=1),
         "full_gemm_s": GemmCase(conv_gemms(preset("srresnet", 2), FULL["batch"], FULL["patch"])),
     }
-    best = min_seconds(cases, repeats)
+    try:
+        best = min_seconds(cases, repeats)
+    finally:
+        for case in cases.values():
+            if isinstance(case, StepCase):
+                case.close()
     for key in ("tiny_float_s", "tiny_888_s"):
         best[key] /= tiny_steps
     figures = dict(best)

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _fused
 from ._checks import check_float, check_rank
 
 
@@ -67,26 +68,58 @@ def prelu_forward(x, a):
 
     x: (N, C, ...) float32/float64, channels on axis 1.
     a: (1,) one slope shared by all channels, or (C,) one per channel; x's dtype.
-    Returns (y, cache).
+    Returns (y, cache). One compiled pass (ops._fused), equal bit for bit to
+    prelu_forward_reference.
     """
+    _check_prelu(x, a)
+    x3 = _fused.as_ncm(x)
+    y = np.empty_like(x3)
+    _fused.prelu_apply(x3, np.ascontiguousarray(a), y)
+    return y.reshape(x.shape), PReLUCache(x, a)
+
+
+def _check_prelu(x, a):
     op = "prelu"
     check_float(op, x=x, a=a)
     check_rank(op, "x", x, tuple(range(2, 9)), "(N, C, ...) with at least 2 axes")
     if a.ndim != 1 or a.shape[0] not in (1, x.shape[1]):
         raise ValueError(f"{op}: slope a must be (1,) or (C,) = ({x.shape[1]},) "
                          f"for x {x.shape}, got a {a.shape}")
-    ab = _broadcast(a, x.ndim)
-    y = np.where(x > 0, x, ab * x)
+
+
+def prelu_forward_reference(x, a):
+    """Plain NumPy twin of prelu_forward (tests compare the two)."""
+    _check_prelu(x, a)
+    y = np.where(x > 0, x, _broadcast(a, x.ndim) * x)
     return y, PReLUCache(x, a)
 
 
 def prelu_backward(dy, cache):
-    """Returns dx (shape of x) and da (shape of a): da sums dy * x over x <= 0."""
+    """Returns dx (shape of x) and da (shape of a): da sums dy * x over x <= 0.
+
+    One compiled pass: dx equal bit for bit to prelu_backward_reference, da summed
+    in float64 (NumPy sums pairwise in x's dtype: equal to rounding).
+    """
     x, a = cache
+    _check_prelu_backward(dy, x)
+    dy3 = _fused.as_ncm(dy)
+    dx = np.empty_like(dy3)
+    da = _fused.prelu_grads(dy3, _fused.as_ncm(x), np.ascontiguousarray(a), dx)
+    da = np.array([da.sum()]) if a.shape[0] == 1 else da
+    return dx.reshape(x.shape), da.astype(x.dtype)
+
+
+def _check_prelu_backward(dy, x):
     op = "prelu_backward"
     check_float(op, dy=dy, x=x)
     if dy.shape != x.shape:
         raise ValueError(f"{op}: dy {dy.shape} does not match x {x.shape}")
+
+
+def prelu_backward_reference(dy, cache):
+    """Plain NumPy twin of prelu_backward (tests compare the two)."""
+    x, a = cache
+    _check_prelu_backward(dy, x)
     positive = x > 0
     dx = np.where(positive, dy, _broadcast(a, x.ndim) * dy)
     contrib = np.where(positive, 0, dy * x)

@@ -14,10 +14,16 @@ no zero, and at M = 1 it is binary +-I (so 1-bit signed data must use it).
 M = 32 means full precision: the quantizer is the identity.
 
 Rounding is round half up, floor(t + 1/2), computed exactly (round_half_up).
+
+quantize_forward and quantize_backward run one compiled pass each (Numba) that does
+per element exactly the NumPy operations written in their docstrings, in v's dtype
+and in the same order (no fast-math): results are equal bit for bit to the plain
+NumPy twins quantize_forward_reference and quantize_backward_reference.
 """
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 GRIDS = ("narrow", "dorefa")
 IDENTITY_BITS = 32
@@ -190,6 +196,62 @@ def quantize_forward(v, interval, spec, name="v"):
         raise ValueError(f"{where}: v must be a numpy array, got {type(v).__name__}")
     dtype = _float_dtype(v, f"{where}: v")
     interval_value, interval_shape, interval_dtype = _interval_scalar(interval, dtype, where)
+    if spec.bits == IDENTITY_BITS:
+        if np.isnan(v).any():
+            raise ValueError(f"{where}: v contains {int(np.isnan(v).sum())} NaN of {v.size} elements")
+        qv = v.copy()
+        return qv, None, QuantCache(v, qv, interval_value, interval_shape, interval_dtype, spec)
+    n, _, _ = levels(spec)
+    lo, hi = _clip_bounds(spec)
+    flat = np.ascontiguousarray(v).reshape(-1)
+    codes, qv = np.empty(flat.size, np.int32), np.empty_like(flat)
+    nans = _quantize_kernel(flat, _constants(dtype, interval_value, lo, hi, n),
+                            spec.signed and spec.grid == "dorefa", n, codes, qv)
+    if nans:
+        raise ValueError(f"{where}: v contains {nans} NaN of {v.size} elements")
+    qv, codes = qv.reshape(v.shape), codes.reshape(v.shape)
+    return qv, codes, QuantCache(v, qv, interval_value, interval_shape, interval_dtype, spec)
+
+
+def _constants(dtype, interval, lo, hi, n):
+    """The kernels' scalars in v's dtype, so that every operation stays in it:
+    [I, lo, hi, n, I / n, 0, 1/2, 1, 2]."""
+    t = dtype.type
+    return np.array([interval, lo, hi, n, interval / t(n), 0, 0.5, 1, 2], dtype=dtype)
+
+
+@njit(cache=True)
+def _quantize_kernel(v, k, dorefa, n, codes, qv):
+    """quantize_forward_reference's operations per element; returns the NaN count."""
+    interval, lo, hi, levels_f, step, zero, half, one, two = k
+    nans = 0
+    for i in range(v.size):
+        x = v[i]
+        if x != x:
+            nans += 1
+            codes[i] = 0
+            qv[i] = zero
+            continue
+        r = x / interval
+        c = lo if r < lo else (hi if r > hi else r)   # np.clip (+-0 give the same codes)
+        t = (c + one) / two * levels_f if dorefa else c * levels_f
+        f = np.floor(t)
+        q = f + (one if t - f >= half else zero)      # round_half_up
+        code = np.int32(q)
+        codes[i] = code
+        qv[i] = 2 * code - n if dorefa else code      # exact in v's dtype
+        qv[i] = qv[i] * step
+    return nans
+
+
+def quantize_forward_reference(v, interval, spec, name="v"):
+    """Plain NumPy twin of quantize_forward (tests compare the two)."""
+    where = f"quantize_forward({name})"
+    spec = validate_spec(spec, where)
+    if not isinstance(v, np.ndarray):
+        raise ValueError(f"{where}: v must be a numpy array, got {type(v).__name__}")
+    dtype = _float_dtype(v, f"{where}: v")
+    interval_value, interval_shape, interval_dtype = _interval_scalar(interval, dtype, where)
     if np.isnan(v).any():
         raise ValueError(f"{where}: v contains {int(np.isnan(v).sum())} NaN of {v.size} elements")
     if spec.bits == IDENTITY_BITS:
@@ -234,6 +296,39 @@ def quantize_backward(dqv, cache):
     dtype (0-d of v's dtype for a Python scalar). For bits = 32: dv = dqv (a copy),
     dinterval = 0.
     """
+    v, qv, interval, interval_shape, interval_dtype, spec = cache
+    dqv = np.asarray(dqv)
+    if dqv.shape != v.shape or dqv.dtype != v.dtype:
+        raise ValueError(f"quantize_backward: dqv {dqv.shape} {dqv.dtype} does not match "
+                         f"v {v.shape} {v.dtype}")
+    if spec.bits == IDENTITY_BITS:
+        return dqv.copy(), np.zeros(interval_shape, dtype=interval_dtype)
+    lo, hi = _clip_bounds(spec)
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in (v, qv, dqv)]
+    dv, prod = np.empty_like(flat[0]), np.empty_like(flat[0])
+    _ste_kernel(*flat, _constants(v.dtype, interval, lo, hi, 1), dv, prod)
+    # summed by NumPy (pairwise, in v's dtype) as in quantize_backward_reference
+    dinterval = np.sum(prod.reshape(v.shape), dtype=v.dtype)
+    return dv.reshape(v.shape), np.full(interval_shape, dinterval, dtype=interval_dtype)
+
+
+@njit(cache=True)
+def _ste_kernel(v, qv, dqv, k, dv, prod):
+    """dv = dqv * dQ/dv and prod = dqv * dQ/dI per element, as ste_grads computes them."""
+    interval, lo, hi, _, _, zero, _, one, _ = k
+    for i in range(v.size):
+        r = v[i] / interval
+        inside = r >= lo and r <= hi
+        dv[i] = dqv[i] * (one if inside else zero)
+        if inside:
+            di = (qv[i] - v[i]) / interval
+        else:
+            di = hi if r > hi else lo
+        prod[i] = dqv[i] * di
+
+
+def quantize_backward_reference(dqv, cache):
+    """Plain NumPy twin of quantize_backward (tests compare the two)."""
     v, qv, interval, interval_shape, interval_dtype, spec = cache
     dqv = np.asarray(dqv)
     if dqv.shape != v.shape or dqv.dtype != v.dtype:
