@@ -1,0 +1,171 @@
+"""The example testbenches of tools/hdl (README, "Hardware verification kit") in the
+simulators they were written for, on the committed kit set corner_x2_4-4-8 (every rounding
+ties there, so a wrong tie rule fails): the Verilog bit-plane conv unit under Icarus Verilog,
+the same unit under cocotb, and the DPI-C golden model (tools/cport/fqsr_ops.c) under
+Verilator. Each test skips, naming what to install, where its tool is missing. Every
+testbench is also shown to FAIL: with a wrong tie rule and with a corrupted expected file."""
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HDL = ROOT / "tools" / "hdl"
+KIT = ROOT / "vectors" / "corner_x2_4-4-8"      # written with --hdl: .svh headers, .mem files
+TIMEOUT = 300
+
+
+def need(tool, how):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not on PATH ({how}); the HDL testbenches need it")
+
+
+def need_icarus():
+    need("make", "Debian: apt-get install make")
+    need("iverilog", "Debian: apt-get install iverilog")
+    need("vvp", "Debian: apt-get install iverilog")
+
+
+def need_cocotb():
+    need_icarus()
+    if importlib.util.find_spec("cocotb") is None or importlib.util.find_spec("cocotb_tools") is None:
+        pytest.skip("cocotb 2.x is not installed (pip install -e '.[hdl]'); the cocotb test needs it")
+
+
+def make(tmp_path, *args, set_dir=KIT):
+    return subprocess.run(["make", "-C", str(HDL), f"SET={set_dir}", f"BUILD={tmp_path / 'build'}", *args],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def last_line(result, prefix):
+    lines = [line for line in result.stdout.splitlines() if line.startswith(prefix)]
+    assert lines, result.stdout + result.stderr
+    return lines[-1]
+
+
+# ---- Icarus Verilog: fqsr_conv_unit.v driven by fqsr_conv_tb.v ----------------------------
+
+@pytest.mark.parametrize("stimulus,conv,expect", [
+    # batch 2, 5x3; 4-bit x 4-bit; negative ties (the rounding rule) and saturations
+    ("batch", "blocks.0.conv2", "PASS 240 accumulators, 240 codes, 16 plane partials (2 x 8 x 5x3, 4-bit x 4-bit)"),
+    # W = 1 (every tap but the centre column padded), a 9x9 kernel, unsigned 8-bit image codes
+    ("column", "head", "PASS 72 accumulators, 72 codes, 32 plane partials (1 x 8 x 9x1, 8-bit x 4-bit)"),
+])
+def test_icarus_testbench_passes(tmp_path, stimulus, conv, expect):
+    need_icarus()
+    result = make(tmp_path, f"STIMULUS={stimulus}", f"CONV={conv}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert last_line(result, "fqsr_conv_tb:") == f"fqsr_conv_tb: {expect}"
+
+
+def test_icarus_testbench_fails_with_a_wrong_tie_rule(tmp_path):
+    """Half away from zero instead of half up: only the negative ties differ, and fail."""
+    need_icarus()
+    result = make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", "DEFINES=-DFQSR_TIE_HALF_AWAY")
+    assert result.returncode != 0
+    line = last_line(result, "fqsr_conv_tb:")
+    found = re.fullmatch(r"fqsr_conv_tb: FAIL 0 of 240 accumulators, (\d+) of 240 codes, 0 of 16 plane "
+                         r"partials differ", line)
+    assert found and int(found.group(1)) > 0, line
+    assert "mismatch: code [n=0 o=0 y=0 x=0] of accumulator -1: expected 0 got f" in result.stdout
+
+
+def copy_conv_files(dest, stimulus, conv):
+    """The files one conv's testbench reads (those its .svh names, and the plane partials)."""
+    header = KIT / stimulus / f"{conv}.svh"
+    names = re.findall(r'^localparam \w+ = "([^"]+)";$', header.read_text(), flags=re.M)
+    for name in [*names, f"{stimulus}/{conv}.svh", f"{stimulus}/{conv}.plane.pop.hex"]:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(KIT / name, dest / name)
+    return dest
+
+
+def corrupt_line(path, index):
+    """Flip the lowest bit of word `index` of a one-word-a-line hex file."""
+    lines = path.read_text().splitlines()
+    word = lines[index]
+    lines[index] = word[:-1] + format(int(word[-1], 16) ^ 1, "x")
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("file,index,message", [
+    ("batch/blocks.0.conv2.acc.mem", 239, "FAIL 1 of 240 accumulators, 0 of 240 codes, 0 of 16"),
+    ("batch/blocks.0.conv2.out.mem", 0, "FAIL 0 of 240 accumulators, 1 of 240 codes, 0 of 16"),
+    ("batch/blocks.0.conv2.plane.pop.hex", 15, "FAIL 0 of 240 accumulators, 0 of 240 codes, 1 of 16"),
+])
+def test_icarus_testbench_fails_on_a_corrupted_expected_file(tmp_path, file, index, message):
+    need_icarus()
+    golden = copy_conv_files(tmp_path / "golden", "batch", "blocks.0.conv2")
+    assert last_line(make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", set_dir=golden),
+                     "fqsr_conv_tb:").startswith("fqsr_conv_tb: PASS")      # the copy itself passes
+    corrupt_line(golden / file, index)
+    result = make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", set_dir=golden)
+    assert result.returncode != 0
+    assert last_line(result, "fqsr_conv_tb:").startswith(f"fqsr_conv_tb: {message}"), result.stdout
+
+
+def test_icarus_testbench_reports_a_missing_header(tmp_path):
+    need_icarus()
+    result = make(tmp_path, "STIMULUS=batch", "CONV=no_such_conv")
+    assert result.returncode != 0 and "error:" in result.stdout and "no_such_conv.svh not found" in result.stdout
+
+
+# ---- cocotb: the same unit, arrays read with NumPy -----------------------------------------
+
+def cocotb_run(tmp_path, *args):
+    return subprocess.run([sys.executable, str(HDL / "fqsr_conv_cocotb.py"), "--set", str(KIT),
+                           "--build", str(tmp_path / "cocotb"), *args],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def test_cocotb_test_passes(tmp_path):
+    """The natural crop: every array from its .npy file."""
+    need_cocotb()
+    result = cocotb_run(tmp_path, "--stimulus", "natural", "--conv", "blocks.0.conv2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fqsr_conv_cocotb: PASS" in result.stdout
+    assert "2048 accumulators, 2048 codes, 16 plane partials checked, 0 mismatches" in result.stdout
+
+
+def test_cocotb_test_fails_with_a_wrong_tie_rule(tmp_path):
+    need_cocotb()
+    result = cocotb_run(tmp_path, "--stimulus", "batch", "--conv", "blocks.0.conv2", "--rounding", "1")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fqsr_conv_cocotb: FAIL" in result.stdout
+    assert "16 mismatches, first: code [0, 0, 0, 0] of accumulator -1: expected 0, got pattern f" in result.stdout
+
+
+# ---- Verilator: the DPI-C golden model -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def dpi_testbench(tmp_path_factory):
+    """make dpi on the kit set: builds the Verilator testbench (once) and runs it."""
+    need("make", "Debian: apt-get install make")
+    need("verilator", "Debian: apt-get install verilator")
+    build = tmp_path_factory.mktemp("dpi")
+    result = make(build, "dpi", "STIMULUS=batch", "CONV=blocks.0.conv2")
+    return result, build / "build" / "dpi" / "obj_dir" / "fqsr_dpi_tb"
+
+
+def test_dpi_golden_model_under_verilator(dpi_testbench):
+    """fqsr_dpi.svh's imports link to fqsr_ops.c, agree with fqsr_ops.h (make dpi checks the
+    prototypes Verilator derives), and the functions reproduce the conv's accumulators,
+    codes and plane partials."""
+    result, _ = dpi_testbench
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert last_line(result, "fqsr_dpi_tb:") == ("fqsr_dpi_tb: PASS 480 accumulators and codes, plane "
+                                                 "partials of one element (2 x 8 x 5x3)")
+
+
+def test_dpi_testbench_fails_on_a_corrupted_expected_file(dpi_testbench, tmp_path):
+    """The same binary run in a copy of the conv's files with one output code changed."""
+    result, exe = dpi_testbench
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    golden = copy_conv_files(tmp_path / "golden", "batch", "blocks.0.conv2")
+    corrupt_line(golden / "batch/blocks.0.conv2.out.mem", 7)
+    run = subprocess.run([str(exe)], cwd=golden, capture_output=True, text=True, timeout=TIMEOUT)
+    assert last_line(run, "fqsr_dpi_tb:") == "fqsr_dpi_tb: FAIL 1 mismatches"
