@@ -29,12 +29,16 @@ def build_parser():
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", metavar="CKPT", help="model checkpoint to evaluate")
     which.add_argument("--bicubic", action="store_true", help="evaluate the bicubic baseline only")
+    which.add_argument("--weights", metavar="W.safetensors",
+                       help="float weights of a PyTorch model, as PyTorch computes them (fqsr_ref.importer)")
     p.add_argument("hr_dir_pos", nargs="?", metavar="HR_DIR", help="same as --hr-dir")
     p.add_argument("--hr-dir", metavar="DIR", help="folder of HR images (png/jpg/jpeg/bmp)")
     p.add_argument("--scale", type=int, required=True, help="SR scale: 2, 3 or 4")
     p.add_argument("--self-ensemble", action="store_true", help="x8 self-ensemble of the model")
     p.add_argument("--save-images", metavar="OUT",
                    help="write SR outputs and bicubic | model | HR comparisons here")
+    from .importer import add_import_arguments   # --layout, --rgb-range, --res-scale of --weights
+    add_import_arguments(p)
     return p
 
 
@@ -91,6 +95,11 @@ def main(argv=None):
             if model_scale != args.scale:
                 raise ValueError(f"checkpoint {args.checkpoint} is a x{model_scale} model, "
                                  f"--scale is {args.scale}")
+        if args.weights is not None:
+            from .importer import describe, float_upscaler, import_from_args
+            imported = import_from_args(args, scale=args.scale)
+            print(describe(imported), *imported.notes, sep="\n", file=sys.stderr)
+            sr_fn = float_upscaler(imported)
         rows, mean = metrics.evaluate_folder(sr_fn, hr_dir, args.scale,
                                              self_ensemble=args.self_ensemble,
                                              save_dir=args.save_images)
@@ -104,7 +113,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         return 130
-    what = "bicubic" if sr_fn is None else args.checkpoint + (" (self-ensemble x8)" if args.self_ensemble else "")
+    what = "bicubic" if sr_fn is None else (args.checkpoint or args.weights) + (" (self-ensemble x8)" if args.self_ensemble else "")
     print(f"{what}, x{args.scale}, {len(rows)} images from {hr_dir} (Y channel, crop {args.scale})")
     print(format_table(rows, mean, with_model=sr_fn is not None))
     if args.save_images:

@@ -51,10 +51,11 @@ class Pass:
     After the pass: grads (same keys as params), new_state (entries that changed),
     interval_init (site intervals that finished their DAIA warm-up in this pass),
     sqcl (alpha * sum of L_q), codes (site -> integer codes, when record_codes).
+    torch_mean_shift: EDSR's head as PyTorch computes it (float models; SPEC 5.5).
     """
 
     def __init__(self, params, state, cfg, training=False, alpha=0.3, p=1, warmup=20,
-                 record_codes=False, linearize=None):
+                 record_codes=False, linearize=None, torch_mean_shift=False):
         self.params = params
         self.state = state
         self.grid = cfg.grid
@@ -68,6 +69,9 @@ class Pass:
         self.warmup = warmup
         self.record_codes = record_codes
         self.linearize = linearize  # dict: see linearized_quantize (gradient checks)
+        # EDSR's head reads x - mean zero-padded, as PyTorch's MeanShift does (float
+        # models only: imported weights scored as they were trained; SPEC 5.5).
+        self.torch_mean_shift = torch_mean_shift
         self.grads = {}
         self.new_state = {}
         self.interval_init = {}

@@ -172,7 +172,14 @@ def sr_forward(ps: Pass, cfg: ModelConfig, x):
     pixels = x.dtype.type(cfg.pixel_range)
 
     x, c_in = quant_forward(ps, "image.in", x * pixels, image, learnable=False)
-    h, c_head = qconv_forward(ps, L.head, x, image, bits, in_offset=m)
+    if m is not None and ps.torch_mean_shift:
+        # PyTorch's MeanShift: the head reads x - m with zero padding (a float model
+        # only; the integer head folds m into its bias, SPEC 5.1). Backward unchanged.
+        if cfg.quantized:
+            raise ValueError("torch_mean_shift: a float model only; quantized EDSR folds the mean")
+        h, c_head = qconv_forward(ps, L.head, x - m.reshape(3, 1, 1), image, bits)
+    else:
+        h, c_head = qconv_forward(ps, L.head, x, image, bits, in_offset=m)
     s, s_fmt, c_blocks = h, out_format(L.head, bits), []
     for i, (conv1, conv2) in enumerate(L.blocks):
         t, c1 = qconv_forward(ps, conv1, s, s_fmt, bits)
