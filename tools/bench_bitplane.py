@@ -1,25 +1,26 @@
-"""Throughput of the Numba bit-plane kernel against this machine's popcount peak.
+"""The bit-plane engine against the plain engine, and its kernel against the popcount peak.
 
-    python tools/bench_bitplane.py [--rows 36864] [--k 576] [--cols 64] [--repeats 7]
+    OPENBLAS_NUM_THREADS=1 python tools/bench_bitplane.py [--size 256] [--repeats 3] [--quick]
 
-For a 4x4-bit and an 8x8-bit product (R_a x K) @ (K x R_b) of random signed codes
-it times, in the same run and on the same values:
-- the bit-plane kernel (`bitplane_gemm` on packed planes; packing timed apart),
-- a float32 BLAS matmul of the codes,
-- numpy's integer matmul of the codes (int32; numpy does not use BLAS for it),
-and checks that the kernel equals the integer matmul.
-
-Binary operations: R_a * R_b * K * a_bits * b_bits AND + popcount bit-operations.
-Peak: cores x clock x 64 bits per cycle (one 64-bit popcount per core per cycle);
-a core that issues several POPCNTs per cycle, or AVX-512 VPOPCNTQ, can exceed it.
-Timings on a shared machine move a lot between runs: compare within a run.
+Prints, in one run:
+- kernel figures: for every conv shape of SRResNet x2 (head 9x9 3->64, block 3x3 64->64,
+  upsampler 3x3 64->256 at LR, tail 9x9 64->3 at HR) on random 8-bit codes at the LR size,
+  the time of `bitplane_conv2d` with 1 and 2 kernel threads, in word-operations per second
+  (one AND + popcount of two 64-bit words) and as a fraction of the popcount peak of the
+  threads used (threads x clock x one 64-bit popcount per cycle; AVX-512 VPOPCNTQ can exceed it);
+  each is checked equal to the plain engine;
+- the engine ratio: the whole integer model (SRResNet x2, 16 blocks, 64 channels, 8/8/8,
+  untrained weights with DAIA intervals; speed does not depend on the values) on an
+  LR size x size crop of the bundled photo, with the plain engine and with the bit-plane
+  engine at 1 and 2 threads, outputs checked identical, ratio bit-plane / plain.
+Times are the minimum of repeats; the cases alternate round by round so that load from
+other processes falls on all of them alike. Thread counts go through FQSR_BITPLANE_THREADS.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -30,7 +31,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import numba  # noqa: E402
 
-from fqsr_ref.integer.bitplane import bitplane_gemm, pack_planes  # noqa: E402
+from fqsr_ref.integer.bitplane import THREADS_ENV, bitplane_conv2d  # noqa: E402
+from fqsr_ref.integer.engine_plain import int_conv2d  # noqa: E402
+
+THREADS = (1, 2)
 
 
 def clock_mhz() -> tuple[float, str]:
@@ -49,62 +53,127 @@ def clock_mhz() -> tuple[float, str]:
     raise RuntimeError("cannot read the CPU clock from /proc/cpuinfo or lscpu")
 
 
-def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median wall time over repeats (after one warm-up call) and the last result."""
-    result = fn()
-    times = []
+def with_threads(n: int, fn):
+    """fn() with FQSR_BITPLANE_THREADS = n (restored after)."""
+    old = os.environ.get(THREADS_ENV)
+    os.environ[THREADS_ENV] = str(n)
+    try:
+        return fn()
+    finally:
+        if old is None:
+            del os.environ[THREADS_ENV]
+        else:
+            os.environ[THREADS_ENV] = old
+
+
+def alternate(cases: dict, repeats: int) -> dict:
+    """Minimum wall time of every case over repeats, the cases interleaved round by round.
+
+    cases: name -> callable. One warm-up call each (Numba compiles on first use)."""
+    for fn in cases.values():
+        fn()
+    best = {name: float("inf") for name in cases}
     for _ in range(repeats):
-        t = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), result
+        for name, fn in cases.items():
+            t = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
 
 
-def bench(bits: int, rows: int, k: int, cols: int, repeats: int, peak: float, rng) -> None:
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    a = rng.integers(lo, hi + 1, size=(rows, k)).astype(np.int8)
-    b = rng.integers(lo, hi + 1, size=(k, cols)).astype(np.int8)
+def conv_shapes(size: int):
+    """(name, C, O, K, input side, input signed) of every conv kind of SRResNet x2."""
+    return (("head 9x9 3->64", 3, 64, 9, size, False),
+            ("block 3x3 64->64", 64, 64, 3, size, True),
+            ("up 3x3 64->256", 64, 256, 3, size, True),
+            ("tail 9x9 64->3 (HR)", 64, 3, 9, 2 * size, True))
 
-    t_pack, (ap, bp) = timed(lambda: (pack_planes(a, bits, True), pack_planes(b.T, bits, True)), 3)
-    t_kernel, acc = timed(lambda: bitplane_gemm(ap, bits, True, bp, bits, True), repeats)
-    a32, b32 = a.astype(np.float32), b.astype(np.float32)
-    t_f32, _ = timed(lambda: a32 @ b32, repeats)
-    ai, bi = a.astype(np.int32), b.astype(np.int32)
-    t_int, ref = timed(lambda: ai @ bi, max(1, repeats // 3))
-    if not np.array_equal(acc, ref):
-        raise SystemExit(f"error: {bits}x{bits}-bit kernel differs from the integer matmul "
-                         f"in {int((acc != ref).sum())} elements")
 
-    ops = rows * cols * k * bits * bits
-    print(f"{bits}x{bits} bit, ({rows} x {k}) @ ({k} x {cols}): exact")
-    print(f"  bit-plane kernel   {t_kernel * 1e3:9.1f} ms  {ops / t_kernel / 1e9:7.1f} Gbitop/s  "
-          f"{100 * ops / t_kernel / peak:5.0f}% of popcount peak")
-    print(f"  packing (a and b)  {t_pack * 1e3:9.1f} ms")
-    print(f"  float32 BLAS       {t_f32 * 1e3:9.1f} ms  ({2 * rows * k * cols / t_f32 / 1e9:.0f} GFLOP/s)"
-          f"  kernel / BLAS = {t_kernel / t_f32:.2f}")
-    print(f"  numpy int32 matmul {t_int * 1e3:9.1f} ms  int / kernel = {t_int / t_kernel:.1f}")
+def kernel_figures(size: int, repeats: int, peak: float, rng) -> None:
+    print(f"bit-plane conv kernels, 8x8 bits, LR {size}x{size} (word-op = AND + popcount of 64 bits):")
+    for name, c, o, k, side, signed in conv_shapes(size):
+        lo, hi = (-128, 127) if signed else (0, 255)
+        x = rng.integers(lo, hi + 1, size=(1, c, side, side)).astype(np.int8 if signed else np.uint8)
+        w = rng.integers(-128, 128, size=(o, c, k, k)).astype(np.int8)
+        expected = int_conv2d(x, 8, signed, w, 8, True)
+        cases = {n: (lambda n=n: with_threads(n, lambda: bitplane_conv2d(x, 8, signed, w, 8, True)))
+                 for n in THREADS}
+        for fn in cases.values():
+            if not np.array_equal(fn(), expected):
+                raise SystemExit(f"error: {name}: bit-plane conv differs from the plain engine")
+        best = alternate(cases, repeats)
+        word_ops = side * side * -(-(c * k * k) // 64) * o * 64
+        figures = "  ".join(f"{n} thr {best[n] * 1e3:8.1f} ms {word_ops / best[n] / 1e9:5.1f} Gword-op/s "
+                            f"({100 * word_ops / best[n] / (n * peak):3.0f}% of peak)" for n in THREADS)
+        print(f"  {name:21s} {figures}", flush=True)
+
+
+def engine_model(size: int):
+    """The full SRResNet x2 8/8/8 integer model and LR codes (1, 3, size, size)."""
+    from fqsr_ref.data import photos_dir
+    from fqsr_ref.data.images import list_images, read_image
+    from fqsr_ref.integer.model import convert
+    from fqsr_ref.models import cast_floats, preset
+    from fqsr_ref.vectors import calibrated_params
+
+    cfg = preset("srresnet", 2, "8/8/8", blocks=16)
+    img = read_image(list_images(photos_dir())[0])
+    reps = (-(-size // img.shape[0]), -(-size // img.shape[1]), 1)
+    img = np.tile(img, reps)[:size, :size]
+    codes = np.ascontiguousarray(img.transpose(2, 0, 1)[None])
+    x = codes.astype(np.float32) / np.float32(255)
+    params, state = calibrated_params(cfg, np.random.default_rng(0), x[:, :, :64, :64])
+    return convert(cfg, cast_floats(params, np.float32), state), codes
+
+
+def engine_figures(size: int, repeats: int) -> dict:
+    """Seconds of the whole model per engine (minimum of alternating repeats) and the ratios."""
+    from fqsr_ref.integer.run import run_ops
+
+    model, codes = engine_model(size)
+    out_name = model.ops[-1].output
+    outputs = {}
+
+    def run(engine, threads=None):
+        def go():
+            outputs[(engine, threads)] = run_ops(model, codes, engine)[out_name]
+        return go if threads is None else (lambda: with_threads(threads, go))
+
+    cases = {"plain": run("plain")}
+    cases.update({f"bitplane {n} thr": run("bitplane", n) for n in THREADS})
+    best = alternate(cases, repeats)
+    ref = outputs[("plain", None)]
+    for key, out in outputs.items():
+        if not np.array_equal(out, ref):
+            raise SystemExit(f"error: engine {key} output differs from the plain engine")
+    return {"size": size, "seconds": best,
+            "ratios": {name: best[name] / best["plain"] for name in best if name != "plain"}}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=36864, help="R_a (e.g. 192 x 192 output pixels)")
-    parser.add_argument("--k", type=int, default=576, help="K (e.g. 64 channels x 3 x 3)")
-    parser.add_argument("--cols", type=int, default=64, help="R_b (output channels)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--bits", type=int, nargs="+", default=[4, 8], help="bit widths (both operands)")
+    parser.add_argument("--size", type=int, default=256, help="LR side of the model input")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="kernel figures at LR 64, no engine run")
     args = parser.parse_args(argv)
-    if min(args.rows, args.k, args.cols, args.repeats) < 1 or not all(1 <= b <= 8 for b in args.bits):
-        parser.exit(2, "error: sizes and repeats must be >= 1 and bits in [1, 8]\n")
+    if args.size < 1 or args.repeats < 1:
+        parser.exit(2, "error: --size and --repeats must be >= 1\n")
 
     mhz, source = clock_mhz()
-    cores = numba.get_num_threads()
-    peak = cores * mhz * 1e6 * 64
-    print(f"clock {mhz:.0f} MHz from {source}; {cores} Numba threads "
-          f"({len(os.sched_getaffinity(0))} CPUs available)")
-    print(f"popcount peak = {cores} x {mhz:.0f} MHz x 64 bit = {peak / 1e9:.1f} Gbitop/s")
+    peak = mhz * 1e6
+    print(f"clock {mhz:.0f} MHz from {source}; Numba may use {numba.config.NUMBA_NUM_THREADS} threads "
+          f"({len(os.sched_getaffinity(0))} CPUs available); peak per core = 1 word-op per cycle "
+          f"= {peak / 1e9:.1f} Gword-op/s; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
     rng = np.random.default_rng(0)
-    for bits in args.bits:
-        bench(bits, args.rows, args.k, args.cols, args.repeats, peak, rng)
+    kernel_figures(64 if args.quick else args.size, args.repeats, peak, rng)
+    if args.quick:
+        return 0
+    fig = engine_figures(args.size, args.repeats)
+    print(f"whole model, SRResNet x2 16 blocks 64 ch 8/8/8, LR {args.size}x{args.size} "
+          f"(minimum of {args.repeats} alternating runs, outputs identical):")
+    for name, t in fig["seconds"].items():
+        ratio = f"   bit-plane / plain = {fig['ratios'][name]:.2f}" if name in fig["ratios"] else ""
+        print(f"  {name:16s} {t:7.2f} s{ratio}")
     return 0
 
 

@@ -20,12 +20,14 @@ POPCNT instruction (or VPOPCNTQ where AVX-512 has it and the loop vectorises).
 """
 from __future__ import annotations
 
+import os
+
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from .engine_plain import (bias_bound, check_bias, conv_geometry, gemm_shapes, pad_spatial,
-                           window)
+from .engine_plain import bias_bound, check_bias, conv_geometry, gemm_shapes
 from .requant import acc_bound, acc_dtype, check_codes, code_range
 
 WORD_BITS = 64
@@ -79,46 +81,155 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     return packed.view("<u8").astype(np.uint64, copy=False).reshape(bits, r, n_words)
 
 
-@njit(parallel=True, cache=True)
-def _kernel_wide(a, bt, pair_w):
-    """a: uint64 (A, Ra, W); bt: uint64 (W, B, Rb); pair_w: int64 (A, B) -> int64 (Ra, Rb).
+# Threads for the kernels: 1 unless FQSR_BITPLANE_THREADS says otherwise. On a machine whose
+# other cores are busy, extra threads only add contention (tools/bench_bitplane.py).
+THREADS_ENV = "FQSR_BITPLANE_THREADS"
+# Output pixels per parallel chunk: each chunk allocates its row and count buffers once.
+CHUNK_PIXELS = 256
 
-    The innermost loop runs over output columns j, contiguous in bt, so LLVM
-    vectorises AND + popcount across columns.
+
+def kernel_threads() -> int:
+    """Threads the bit-plane kernels use: $FQSR_BITPLANE_THREADS (default 1), at most Numba's."""
+    raw = os.environ.get(THREADS_ENV, "1")
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{THREADS_ENV}: expected an integer >= 1, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV}: expected an integer >= 1, got {raw!r}")
+    return min(n, numba.config.NUMBA_NUM_THREADS)
+
+
+@njit(inline="always")
+def _gather_row(xp, img, iy0, ix0, k, c_bits, row):
+    """Pack the im2col row of one output pixel from packed pixels, in the kernel.
+
+    xp: uint64 (A, N, H, W, CW) pixel planes (`pack_planes` of the NHWC pixel rows, c_bits
+    channels, bits past them 0). row: uint64 (A, NW), NW = ceil(k * k * c_bits / 64),
+    receives bit (ky * k + kx) * c_bits + c of plane m = bit c of pixel (iy0 + ky, ix0 + kx);
+    taps outside the image stay 0 (code 0).
     """
-    n_a, rows, n_words = a.shape
-    n_b, cols = bt.shape[1], bt.shape[2]
-    out = np.zeros((rows, cols), dtype=np.int64)
-    for i in prange(rows):
-        for m in range(n_a):
-            for p in range(n_b):
-                s = pair_w[m, p]
-                for w in range(n_words):
-                    word = a[m, i, w]
-                    for j in range(cols):
-                        out[i, j] += s * popcount64(word & bt[w, p, j])
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _kernel_narrow(a, b, pair_w):
-    """a: uint64 (A, Ra, W); b: uint64 (B, Rb, W); pair_w: int64 (A, B) -> int64 (Ra, Rb).
-
-    Words innermost: one popcount sum per plane pair, then one multiply.
-    """
-    n_a, rows, n_words = a.shape
-    n_b, cols = b.shape[0], b.shape[1]
-    out = np.zeros((rows, cols), dtype=np.int64)
-    for i in prange(rows):
-        for j in range(cols):
-            acc = 0
+    n_a, _, h, w, cw = xp.shape
+    nw = row.shape[1]
+    row[:] = 0
+    for ky in range(k):
+        iy = iy0 + ky
+        if iy < 0 or iy >= h:
+            continue
+        for kx in range(k):
+            ix = ix0 + kx
+            if ix < 0 or ix >= w:
+                continue
+            pos = (ky * k + kx) * c_bits
+            word, bit = pos >> 6, pos & 63
             for m in range(n_a):
+                src = xp[m, img, iy, ix]
+                if bit == 0:
+                    for c in range(cw):
+                        row[m, word + c] |= src[c]
+                else:
+                    lo, hi = np.uint64(bit), np.uint64(64 - bit)
+                    for c in range(cw):
+                        row[m, word + c] |= src[c] << lo
+                        if word + c + 1 < nw:
+                            row[m, word + c + 1] |= src[c] >> hi
+
+
+@njit(parallel=True, cache=True)
+def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, n_chunks, out):
+    """Bit-plane conv, output columns innermost (vectorised across O x planes).
+
+    xp: uint64 (A, N, H, W, CW); bt: uint64 (NW, B, O) weight rows packed like the
+    input rows; pair_w: int64 (A, B); out: int64 (N * h_out * w_out, O), written.
+    Per output pixel and input plane m, the popcounts of every plane pair (m, p) are
+    summed over the row's words in int32 counters, then weighted once by pair_w[m, p].
+    """
+    n_a = xp.shape[0]
+    nw, n_b, n_o = bt.shape
+    n_pix = out.shape[0]
+    flat = bt.reshape(nw, n_b * n_o)
+    for chunk in prange(n_chunks):
+        row = np.empty((n_a, nw), dtype=np.uint64)
+        cnt = np.empty(n_b * n_o, dtype=np.int32)
+        for q in range(chunk * n_pix // n_chunks, (chunk + 1) * n_pix // n_chunks):
+            img, rest = divmod(q, h_out * w_out)
+            oy, ox = divmod(rest, w_out)
+            _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
+            acc = out[q]
+            acc[:] = 0
+            for m in range(n_a):
+                r = row[m]
+                cnt[:] = 0
+                w0 = 0
+                while w0 + 4 <= nw:          # four words per pass over the counters
+                    a0, a1, a2, a3 = r[w0], r[w0 + 1], r[w0 + 2], r[w0 + 3]
+                    if a0 | a1 | a2 | a3:    # all-zero words add nothing
+                        b0, b1, b2, b3 = flat[w0], flat[w0 + 1], flat[w0 + 2], flat[w0 + 3]
+                        for j in range(n_b * n_o):
+                            cnt[j] += np.int32(popcount64(a0 & b0[j]) + popcount64(a1 & b1[j])
+                                               + popcount64(a2 & b2[j]) + popcount64(a3 & b3[j]))
+                    w0 += 4
+                while w0 < nw:
+                    a0 = r[w0]
+                    if a0:
+                        b0 = flat[w0]
+                        for j in range(n_b * n_o):
+                            cnt[j] += np.int32(popcount64(a0 & b0[j]))
+                    w0 += 1
                 for p in range(n_b):
-                    count = 0
-                    for w in range(n_words):
-                        count += popcount64(a[m, i, w] & b[p, j, w])
-                    acc += pair_w[m, p] * count
-            out[i, j] = acc
+                    s = pair_w[m, p]
+                    for j in range(n_o):
+                        acc[j] += s * cnt[p * n_o + j]
+
+
+@njit(parallel=True, cache=True)
+def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, n_chunks, out):
+    """Bit-plane conv, row words innermost (vectorised reduction): for few output columns.
+
+    As `_conv_columns`, with b: uint64 (B, O, NW).
+    """
+    n_a = xp.shape[0]
+    n_b, n_o, nw = b.shape
+    n_pix = out.shape[0]
+    for chunk in prange(n_chunks):
+        row = np.empty((n_a, nw), dtype=np.uint64)
+        for q in range(chunk * n_pix // n_chunks, (chunk + 1) * n_pix // n_chunks):
+            img, rest = divmod(q, h_out * w_out)
+            oy, ox = divmod(rest, w_out)
+            _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
+            for j in range(n_o):
+                acc = 0
+                for m in range(n_a):
+                    r = row[m]
+                    for p in range(n_b):
+                        bj = b[p, j]
+                        count = 0
+                        for w in range(nw):
+                            count += popcount64(r[w] & bj[w])
+                        acc += pair_w[m, p] * count
+                out[q, j] = acc
+
+
+def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w) -> np.ndarray:
+    """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> int64 (pixels, O)."""
+    n_b, n_o, nw = w_rows.shape
+    n_pix = xp.shape[1] * h_out * w_out
+    out = np.empty((n_pix, n_o), dtype=np.int64)
+    if n_pix == 0 or n_o == 0:
+        return out
+    threads = kernel_threads()
+    n_chunks = max(1, min(n_pix, -(-n_pix // CHUNK_PIXELS)))
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        if n_o >= WIDE_MIN_COLUMNS:
+            _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out,
+                          np.ascontiguousarray(w_rows.transpose(2, 0, 1)), pair_w, n_chunks, out)
+        else:
+            _conv_words(xp, c_bits, k, stride, pad, h_out, w_out,
+                        np.ascontiguousarray(w_rows), pair_w, n_chunks, out)
+    finally:
+        numba.set_num_threads(previous)
     return out
 
 
@@ -143,10 +254,10 @@ def bitplane_gemm(a_planes: np.ndarray, a_bits: int, a_signed: bool,
     64 W 2^(a_bits + b_bits) < 2^63.
     """
     pair_w = _check_planes(a_planes, a_bits, a_signed, b_planes, b_bits, b_signed)
-    a = np.ascontiguousarray(a_planes)
-    if b_planes.shape[1] >= WIDE_MIN_COLUMNS:
-        return _kernel_wide(a, np.ascontiguousarray(b_planes.transpose(2, 0, 1)), pair_w)
-    return _kernel_narrow(a, np.ascontiguousarray(b_planes), pair_w)
+    # Rows of a as a column of 1-pixel images: the conv kernel with K = 1 copies their words.
+    n_a, rows, nw = a_planes.shape
+    xp = np.ascontiguousarray(a_planes).reshape(n_a, 1, rows, 1, nw)
+    return _planes_conv(xp, WORD_BITS * nw, 1, 1, 0, rows, 1, b_planes, pair_w)
 
 
 def bitplane_gemm_reference(a_planes: np.ndarray, a_bits: int, a_signed: bool,
@@ -246,10 +357,10 @@ def bitplane_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     int32 (O,) or None. Returns (N, O, H_out, W_out), bit-identical to
     int_conv2d (same dtype).
 
-    im2col is done on packed words, not on codes: the channels of each pixel are
-    packed into ceil(C / 64) words, and the row of output pixel (oy, ox) is the
-    K * K taps' words side by side (tap-major, then channel word). A padded tap
-    is all-zero words, i.e. code 0. Weights are packed in the same order.
+    The channels of each pixel are packed once (`pack_planes` of the NHWC pixel rows);
+    the kernel builds each output pixel's im2col row from them: K * K * C bits, bit
+    (ky * K + kx) * C + c, so that a 3-channel layer fills whole words. A tap outside
+    the image is code 0. Weights are packed in the same order (SPEC 6.7).
     """
     pad, h_out, w_out = conv_geometry("bitplane_conv2d", x_codes, w_codes, stride)
     n, c, h, w = x_codes.shape
@@ -259,23 +370,22 @@ def bitplane_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     w_aff = _affine(w_bits, w_signed, w_dorefa)
     check_codes("bitplane_conv2d x", x_codes, x_bits, x_signed)
     check_codes("bitplane_conv2d w", w_codes, w_bits, w_signed)
+    pair_w = np.outer(plane_weights(x_bits, x_signed), plane_weights(w_bits, w_signed))
 
-    xp = pad_spatial(_pack_pixels(x_codes.transpose(0, 2, 3, 1), x_bits, x_signed), pad)
-    taps = [window(xp, ky, kx, stride, h_out, w_out) for ky in range(k) for kx in range(k)]
-    x_cols = np.stack(taps, axis=-2).reshape(x_bits, n * h_out * w_out, -1)
-    w_rows = _pack_pixels(w_codes.transpose(0, 2, 3, 1), w_bits, w_signed).reshape(w_bits, o, -1)
-    dot = bitplane_gemm(x_cols, x_bits, x_signed, w_rows, w_bits, w_signed)
+    xp = _pack_pixels(x_codes.transpose(0, 2, 3, 1), x_bits, x_signed)          # (A, N, H, W, CW)
+    w_rows = pack_planes(w_codes.transpose(0, 2, 3, 1).reshape(o, k * k * c), w_bits, w_signed)
+    dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w)
     dot = dot.reshape(n, h_out, w_out, o).transpose(0, 3, 1, 2)
 
     # Dorefa terms: sums over the valid (unpadded) positions of each window.
     x_window_sum = w_window_sum = count = None
     if w_aff[1]:
-        xs = pad_spatial(x_codes.sum(axis=1, dtype=np.int64)[..., None], pad)
-        x_window_sum = sum(window(xs, ky, kx, stride, h_out, w_out)[..., 0]
+        xs = x_codes.sum(axis=1, dtype=np.int64)                                   # (N, H, W)
+        x_window_sum = sum(_tap_view(xs, ky - pad, kx - pad, stride, h_out, w_out)
                            for ky in range(k) for kx in range(k))[:, None]          # (N, 1, Ho, Wo)
     if x_aff[1]:
-        ones = pad_spatial(np.ones((h, w, 1), dtype=np.int64), pad)
-        valid = np.stack([window(ones, ky, kx, stride, h_out, w_out)[..., 0]
+        ones = np.ones((h, w), dtype=np.int64)
+        valid = np.stack([_tap_view(ones, ky - pad, kx - pad, stride, h_out, w_out)
                           for ky in range(k) for kx in range(k)])                   # (K*K, Ho, Wo)
         w_tap_sum = w_codes.sum(axis=1, dtype=np.int64).reshape(o, k * k)
         w_window_sum = np.tensordot(w_tap_sum, valid, axes=(1, 0))                 # (O, Ho, Wo)
@@ -286,3 +396,12 @@ def bitplane_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     bound = acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed, bias_bound(b),
                       a_dorefa=x_dorefa, w_dorefa=w_dorefa)
     return acc.astype(acc_dtype(bound))
+
+
+def _tap_view(x: np.ndarray, dy: int, dx: int, stride: int, h_out: int, w_out: int) -> np.ndarray:
+    """x (..., H, W) read at (oy * stride + dy, ox * stride + dx), 0 outside: (..., h_out, w_out)."""
+    h, w = x.shape[-2:]
+    pad = max(0, -dy, -dx, stride * (h_out - 1) + dy - h + 1, stride * (w_out - 1) + dx - w + 1)
+    xp = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(pad, pad), (pad, pad)])
+    y0, x0 = dy + pad, dx + pad
+    return xp[..., y0:y0 + stride * (h_out - 1) + 1:stride, x0:x0 + stride * (w_out - 1) + 1:stride]
