@@ -43,7 +43,7 @@ _EXPORTS = {
               "estimate_bytes"),
     "cli": ("build_parser", "main", "natural_image", "parse_formats", "run"),
     "encodings": ("FORMATS", "encode", "hex_bytes", "little_endian", "npy_bytes", "sha256", "storage_dtype"),
-    "hdl": ("HDL_FORMAT", "hdl_files", "mem_text", "packed_words", "acc_bits", "op_params"),
+    "hdl": ("HDL_FORMAT", "Kit", "mem_text", "packed_words", "acc_bits", "op_params"),
     "manifest": ("manifest_bytes", "model_text", "op_entry", "ops_of", "tensor_entries"),
     "record": ("coverage", "im2col_row", "plane_element", "rebuild_accumulator", "rounding_operands",
                "unclamped"),

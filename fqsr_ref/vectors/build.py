@@ -143,10 +143,13 @@ def build_vectors(vm: VectorModel, stimuli) -> dict:
     return b.files
 
 
-def regenerate(src_dir) -> dict:
-    """Every file of src_dir rebuilt from its stored model and inputs (integer arithmetic only)."""
+def regenerate(src_dir, add_formats=()) -> dict:
+    """Every file of src_dir rebuilt from its stored model and inputs (integer arithmetic only);
+    add_formats: formats (e.g. "hex", HDL_FORMAT) every stimulus gains."""
     vm = read_model(src_dir)
-    return build_vectors(vm, read_stimuli(src_dir))
+    stimuli = [s._replace(formats=tuple(sorted(set(s.formats) | set(add_formats))))
+               for s in read_stimuli(src_dir)]
+    return build_vectors(vm, stimuli)
 
 
 def tensor_shapes(model: IntModel, input_shape) -> dict:

@@ -56,6 +56,9 @@ def build_parser():
                         " (N x C x H x W)")
     p.add_argument("--regenerate", metavar="VECDIR",
                    help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR)")
+    p.add_argument("--add-formats", metavar="FORMATS", default="",
+                   help="with --regenerate: formats every stimulus gains (a comma list of npy, bin, hex, "
+                        "mem), e.g. hex for the synthetic stimuli of an older set")
     p.add_argument("--check", metavar="VECDIR",
                    help="rebuild VECDIR in memory and compare byte for byte; exit 1 if it differs")
     return p
@@ -112,9 +115,12 @@ def run(args) -> int:
             print(f"differs: {rel}")
         print(f"{args.check}: {'byte-identical' if not diff else f'{len(diff)} files differ'}")
         return 1 if diff else 0
+    if args.add_formats and not args.regenerate:
+        raise ValueError("--add-formats needs --regenerate VECDIR")
     if args.regenerate:
         check_out(args.out or args.regenerate)
-        out = write_tree(args.out or args.regenerate, regenerate(args.regenerate))
+        add = parse_formats(args.add_formats) if args.add_formats else ()
+        out = write_tree(args.out or args.regenerate, regenerate(args.regenerate, add))
         print(f"wrote {out}")
         return 0
     if not args.out:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..integer.bitplane import pack_planes
 from ..integer.model import AddOp, ConvOp, RequantOp, ShuffleOp
+from .encodings import sha256
 
 HDL_FORMAT = "mem"
 BIAS_BITS = 32
@@ -80,7 +81,6 @@ class Kit:
         self.b, self.model, self.tensors = b, model, tensors
 
     def _add(self, path: str, data: bytes, **record):
-        from .encodings import sha256
         self.b.files[path] = data
         self.b.records[path] = dict(record, bytes=len(data), sha256=sha256(data))
 
