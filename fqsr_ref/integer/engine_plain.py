@@ -216,7 +216,7 @@ def int_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     bias64 = np.zeros(o, np.int64) if b is None else b
 
     def store(i, h0, h1, a):
-        acc[i, h0:h1] = a.astype(np.int64) + bias64
+        acc[i, h0:h1] = a[:, :w].astype(np.int64) + bias64
     conv_strips(np.ascontiguousarray(x_codes.transpose(0, 2, 3, 1)), x_bits, x_signed, plan, store)
     return np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
 
@@ -366,9 +366,10 @@ def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
     """Run a stride-1 "same" conv on channels-last codes x (N, H, W, C), strip by strip.
 
     For each image i and strip of output rows [h0, h1), calls emit(i, h0, h1, acc)
-    with acc (h1 - h0, W, O) the exact accumulators without bias: float32 holding
-    integers (one chunk), int32/int64, possibly a strided view valid only during
-    the call. The emitter requantizes (the integer model) or stores (int_conv2d).
+    with acc (h1 - h0, W', O), W' >= W, C-contiguous: acc[:, :W] are the exact
+    accumulators without bias (float32 holding integers when there is one chunk,
+    else int32/int64; columns from W on are padding), valid only during the call.
+    The emitter requantizes (the integer model) or stores (int_conv2d).
     """
     n, h, w, c = x.shape
     k, o, pad = plan.k, plan.cout, plan.k // 2
@@ -376,7 +377,7 @@ def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
         acc = int_conv2d_exact(x.transpose(0, 3, 1, 2), x_bits, x_signed, plan.w_codes, plan.w_bits,
                                plan.w_signed)
         for i in range(n):
-            emit(i, 0, h, acc[i].transpose(1, 2, 0))
+            emit(i, 0, h, np.ascontiguousarray(acc[i].transpose(1, 2, 0)))
         return
     int_dt = acc_dtype(plan.bound)
     if plan.kind == "stack_in":
@@ -448,4 +449,4 @@ def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
                 if total is not None:
                     _add_into(total, res)
             acc = res if total is None else total
-            emit(i, h0, h1, acc.reshape(h1 - h0, wq, o)[:, :w])
+            emit(i, h0, h1, acc.reshape(h1 - h0, wq, o))

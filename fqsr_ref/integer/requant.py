@@ -267,9 +267,10 @@ def _rq(acc, multiplier, n):
 @njit(cache=True)
 def requant_conv_kernel(acc, bias, m_pos, n_pos, m_neg, n_neg, neg_sign, qmin, qmax, out):
     """out[r, w, o] = clamp(rq(a, M+, n+)) for a >= 0, clamp(rq(sign * a, M-, n-)) for a < 0,
-    a = int64(acc[r, w, o]) + bias[o]. acc: (R, W, O) float32 (exact integers), int32 or
-    int64, any strides (the plain engine passes its grid rows without their padding
-    columns); bias: int64 (O,); out: (R, W, O) of the code dtype."""
+    a = int64(acc[r, w, o]) + bias[o]. acc: (R, W', O) float32 (exact integers), int32 or
+    int64 with W' >= W (the plain engine passes its grid rows with their padding columns,
+    contiguous: then the loop vectorises; a strided view is 30x slower); bias: int64 (O,);
+    out: (R, W, O) of the code dtype."""
     rows, width, chans = out.shape
     for r in range(rows):
         for w in range(width):
@@ -298,13 +299,17 @@ def add_kernel(a, b, m_a, m_b, n, branch_relu, qmin, qmax, out):
 
 def requantize_conv(acc: np.ndarray, bias: np.ndarray, pos: tuple, neg: tuple, qmin: int, qmax: int,
                     out: np.ndarray | None = None) -> np.ndarray:
-    """Fused conv requantization (bias, PReLU's two multipliers, clamp) of acc (R, W, O).
+    """Fused conv requantization (bias, PReLU's two multipliers, clamp) of acc (R, W', O).
 
     pos = (M+, shift+), neg = (M-, shift-, sign) as in `ConvOp`; the caller has checked
     the int64 bound with `check_fused_requant`. Returns codes (R, W, O) of
-    `code_dtype(qmin, qmax)` (written into out when given)."""
+    `code_dtype(qmin, qmax)`, written into out when given (then W = out.shape[1] <= W':
+    acc's columns from W on are ignored), else W = W'."""
     if out is None:
         out = np.empty(acc.shape, dtype=code_dtype(qmin, qmax))
+    if acc.ndim != 3 or out.ndim != 3 or acc.shape[0] != out.shape[0] or acc.shape[2] != out.shape[2] \
+            or acc.shape[1] < out.shape[1]:
+        raise ValueError(f"requantize_conv: acc {acc.shape} does not cover out {out.shape}")
     requant_conv_kernel(acc, bias, np.int64(pos[0]), np.int64(31 - pos[1]), np.int64(neg[0]),
                         np.int64(31 - neg[1]), np.int64(neg[2]), np.int64(qmin), np.int64(qmax), out)
     return out

@@ -80,18 +80,14 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False
     zero = np.zeros_like(bias)
 
     def emit(i, h0, h1, acc):
-        if checked:
-            acc = acc.astype(np.int64) + bias
-            _check_strip(op, acc)
-            requantize_conv(acc, zero, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
+        b = bias
+        if checked or acc_all is not None:   # 16-bit corner models, or recording for the vectors
+            acc, b = acc[:, :w].astype(np.int64) + bias, zero
+            if checked:
+                _check_strip(op, acc)
             if acc_all is not None:
                 acc_all[i, h0:h1] = acc
-        elif acc_all is None:
-            requantize_conv(acc, bias, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
-        else:   # keep the accumulators for the golden vectors
-            a = acc.astype(np.int64) + bias
-            acc_all[i, h0:h1] = a
-            requantize_conv(a, zero, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
+        requantize_conv(acc, b, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
     conv_strips(x, x_t.bits, x_t.signed, plan, emit)
     if record is not None:
         record[op.name + ".acc"] = np.ascontiguousarray(acc_all.transpose(0, 3, 1, 2))
@@ -110,7 +106,7 @@ def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
     y = np.empty(acc.shape, dtype=code_dtype(out_t.qmin, out_t.qmax))
     zero = np.zeros(acc.shape[-1], np.int64)
     for i in range(acc.shape[0]):
-        requantize_conv(acc[i], zero, (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift,
+        requantize_conv(np.ascontiguousarray(acc[i]), zero, (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift,
                         op.neg_sign), out_t.qmin, out_t.qmax, y[i])
     return y
 
