@@ -194,3 +194,228 @@ def test_port_runs_the_reduced_set(port_binary, tmp_path):
     run_port(port_binary, golden, tmp_path / "port")
     for out in (tmp_path / "port" / "checker").iterdir():
         assert out.read_bytes() == (CORNER / "checker" / out.name).read_bytes(), out.name
+
+
+# ---- the per-op library (fqsr_ops.c, also the DPI-C golden model) against Python twins --------
+
+import ctypes  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from fqsr_ref.integer.bitplane import bitplane_partials  # noqa: E402
+from fqsr_ref.integer.engine_plain import int_conv2d_exact  # noqa: E402
+
+INVALID = -2 ** 63
+I64_MAX = 2 ** 63 - 1
+LL, INT, PTR = ctypes.c_longlong, ctypes.c_int, ctypes.POINTER(ctypes.c_longlong)
+SIGNATURES = {      # name: (result, arguments), as in fqsr_ops.h
+    "fqsr_rounding_right_shift": (LL, [LL, INT]),
+    "fqsr_requant_fits": (INT, [LL, INT, INT]),
+    "fqsr_requant": (LL, [LL, INT, INT]),
+    "fqsr_clamp": (LL, [LL, LL, LL]),
+    "fqsr_requant_clamp": (LL, [LL, INT, INT, LL, LL]),
+    "fqsr_conv_output": (LL, [LL, INT, INT, INT, INT, INT, LL, LL]),
+    "fqsr_add_fits": (INT, [LL, LL, INT, INT, INT]),
+    "fqsr_add": (LL, [LL, LL, INT, INT, INT, INT, LL, LL]),
+    "fqsr_conv_acc_at": (LL, [PTR, INT, INT, INT, PTR, INT, INT, LL, INT, INT, INT]),
+    "fqsr_conv_acc": (None, [PTR, INT, INT, INT, INT, PTR, PTR, INT, INT, PTR]),
+    "fqsr_conv_row": (None, [PTR, INT, INT, INT, INT, INT, INT, PTR]),
+    "fqsr_pixel_shuffle": (None, [PTR, INT, INT, INT, INT, INT, PTR]),
+    "fqsr_code_bit": (INT, [LL, INT]),
+    "fqsr_plane_weight": (LL, [INT, INT, INT]),
+    "fqsr_plane_partials": (None, [PTR, PTR, INT, INT, INT, ctypes.POINTER(ctypes.c_int)]),
+    "fqsr_plane_acc": (LL, [ctypes.POINTER(ctypes.c_int), INT, INT, INT, INT, LL]),
+}
+
+
+def load_ops(path):
+    lib = ctypes.CDLL(str(path))
+    for name, (res, args) in SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+@pytest.fixture(scope="module")
+def ops(tmp_path_factory):
+    cc = compiler()
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH; the C port cannot be built here")
+    so = tmp_path_factory.mktemp("ops") / "libfqsr_ops.so"
+    build = subprocess.run([cc, *CFLAGS, "-shared", "-fPIC", "-o", str(so), str(CPORT / "fqsr_ops.c")],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    return load_ops(so)
+
+
+def ptr(array):
+    return array.ctypes.data_as(PTR)
+
+
+# twins, in Python integers, written from SPEC 6.2, 6.4, 6.8
+def rrs(v, n):
+    return (v + (1 << (n - 1))) >> n if n else v
+
+
+def twin_requant(x, m, shift):
+    if not (-31 <= shift <= 31 and m >= 0):
+        return INVALID
+    half = 1 << (30 - shift) if shift < 31 else 0
+    return rrs(x * m, 31 - shift) if abs(x) * m + half <= I64_MAX else INVALID
+
+
+def twin_clamp(v, lo, hi):
+    return v if v == INVALID else min(max(v, lo), hi)
+
+
+def twin_add(a, b, relu, ma, mb, shift, lo, hi):
+    b = max(b, 0) if relu else b
+    if not (-31 <= shift <= 31 and ma >= 0 and mb >= 0):
+        return INVALID
+    half = 1 << (30 - shift) if shift < 31 else 0
+    if abs(a) * ma + abs(b) * mb + half > I64_MAX:
+        return INVALID
+    return twin_clamp(rrs(a * ma + b * mb, 31 - shift), lo, hi)
+
+
+EXTREME_I64 = [INVALID, INVALID + 1, -2 ** 62, -2 ** 31 - 1, -2 ** 31, -3, -1, 0, 1, 3, 2 ** 31, 2 ** 62, I64_MAX]
+EXTREME_INT = [-2 ** 31, -32, -31, -1, 0, 1, 2, 30, 31, 32, 62, 63, 64, 2 ** 30, 2 ** 31 - 1]
+i64 = st.one_of(st.integers(-2 ** 63, I64_MAX), st.integers(-2 ** 20, 2 ** 20), st.sampled_from(EXTREME_I64))
+mults = st.one_of(st.integers(0, 2 ** 31 - 1), st.sampled_from([0, 1, 2 ** 30, 3 << 29, 2 ** 31 - 1, -1]))
+shifts = st.one_of(st.integers(-31, 31), st.sampled_from([-32, 32, -2 ** 31, 2 ** 31 - 1]))
+
+
+@given(v=i64, n=st.one_of(st.integers(0, 62), st.sampled_from([-1, 63, 64])))
+def test_ops_rounding_right_shift_is_round_half_up(ops, v, n):
+    assert ops.fqsr_rounding_right_shift(v, n) == (rrs(v, n) if 0 <= n <= 62 else INVALID)
+
+
+@given(x=i64, m=mults, shift=shifts, lo=st.integers(-200, 0), hi=st.integers(0, 200))
+def test_ops_requant_matches_its_twin(ops, x, m, shift, lo, hi):
+    expected = twin_requant(x, m, shift)
+    assert ops.fqsr_requant_fits(x, m, shift) == int(expected != INVALID)
+    assert ops.fqsr_requant(x, m, shift) == expected
+    assert ops.fqsr_requant_clamp(x, m, shift, lo, hi) == twin_clamp(expected, lo, hi)
+
+
+@given(acc=i64, m=mults, shift=shifts, nm=mults, nshift=shifts, sign=st.sampled_from([1, -1, 0, 2]))
+def test_ops_conv_output_matches_its_twin(ops, acc, m, shift, nm, nshift, sign):
+    if acc >= 0:
+        expected = twin_clamp(twin_requant(acc, m, shift), -127, 127)
+    elif sign not in (1, -1) or sign * acc > I64_MAX:
+        expected = INVALID
+    else:
+        expected = twin_clamp(twin_requant(sign * acc, nm, nshift), -127, 127)
+    assert ops.fqsr_conv_output(acc, m, shift, nm, nshift, sign, -127, 127) == expected
+
+
+@given(a=i64, b=i64, relu=st.booleans(), ma=mults, mb=mults, shift=shifts)
+def test_ops_add_matches_its_twin(ops, a, b, relu, ma, mb, shift):
+    assert ops.fqsr_add(a, b, int(relu), ma, mb, shift, -127, 127) == twin_add(a, b, relu, ma, mb, shift, -127, 127)
+
+
+def test_ops_ties_go_up_for_both_signs(ops):
+    """M = 2^30 at shift 0 halves: 3/2 -> 2, -3/2 -> -1, -5/2 -> -2 (SPEC 6.2)."""
+    assert [ops.fqsr_requant(x, 2 ** 30, 0) for x in (3, -3, -5, 5, -1)] == [2, -1, -2, 3, 0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 2), cin=st.integers(1, 4), cout=st.integers(1, 3),
+       h=st.integers(1, 6), w=st.integers(1, 6), k=st.sampled_from([1, 3, 5]))
+def test_ops_conv_matches_the_integer_engine(ops, seed, n, cin, cout, h, w, k):
+    """fqsr_conv_acc, fqsr_conv_acc_at and fqsr_conv_row against fqsr_ref's exact conv,
+    W = 1 and batch > 1 included."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (n, cin, h, w)).astype(np.int64)
+    wt = rng.integers(-127, 128, (cout, cin, k, k)).astype(np.int64)
+    bias = rng.integers(-2 ** 31, 2 ** 31, cout).astype(np.int64)
+    expected = int_conv2d_exact(x, 8, True, wt, 8, True, bias).astype(np.int64)
+    acc = np.zeros((n, cout, h, w), np.int64)
+    ops.fqsr_conv_acc(ptr(x), n, cin, h, w, ptr(wt), ptr(bias), cout, k, ptr(acc))
+    np.testing.assert_array_equal(acc, expected)
+    i, o, oy, ox = n - 1, cout - 1, h // 2, w - 1
+    image = np.ascontiguousarray(x[i])
+    assert ops.fqsr_conv_acc_at(ptr(image), cin, h, w, ptr(wt), cout, k, int(bias[o]), o, oy, ox) == expected[i, o, oy, ox]
+    row = np.zeros(cin * k * k, np.int64)
+    ops.fqsr_conv_row(ptr(image), cin, h, w, k, oy, ox, ptr(row))
+    assert int(row @ wt[o].ravel()) + int(bias[o]) == expected[i, o, oy, ox]
+    for bad in [(o, h, ox), (o, oy, -1), (cout, oy, ox), (-1, oy, ox)]:      # outside: FQSR_INVALID
+        assert ops.fqsr_conv_acc_at(ptr(image), cin, h, w, ptr(wt), cout, k, 0, *bad) == INVALID
+    assert ops.fqsr_conv_acc_at(ptr(image), cin, h, w, ptr(wt), cout, 2, 0, 0, 0, 0) == INVALID   # even K
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), n=st.integers(1, 2), c=st.integers(1, 3), r=st.integers(1, 3),
+       h=st.integers(1, 4), w=st.integers(1, 4))
+def test_ops_pixel_shuffle_matches_numpy(ops, seed, n, c, r, h, w):
+    x = np.random.default_rng(seed).integers(-100, 100, (n, c * r * r, h, w)).astype(np.int64)
+    y = np.zeros((n, c, h * r, w * r), np.int64)
+    ops.fqsr_pixel_shuffle(ptr(x), n, c * r * r, h, w, r, ptr(y))
+    expected = x.reshape(n, c, r, r, h, w).transpose(0, 1, 4, 2, 5, 3).reshape(n, c, h * r, w * r)
+    np.testing.assert_array_equal(y, expected)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), fan_in=st.integers(0, 80), row_bits=st.integers(1, 9),
+       col_bits=st.integers(2, 9), row_signed=st.booleans(), bias=st.integers(-2 ** 31, 2 ** 31 - 1))
+def test_ops_plane_partials_match_the_bitplane_engine(ops, seed, fan_in, row_bits, col_bits, row_signed, bias):
+    """P[m, p] as fqsr_ref.integer.bitplane computes it, and the planes rebuild the dot product."""
+    rng = np.random.default_rng(seed)
+    lo, hi = (-(1 << (row_bits - 1)), 1 << (row_bits - 1)) if row_signed else (0, 1 << row_bits)
+    row = rng.integers(lo, hi, fan_in).astype(np.int64)
+    col = rng.integers(-(1 << (col_bits - 1)), 1 << (col_bits - 1), fan_in).astype(np.int64)
+    pop = np.zeros(row_bits * col_bits, np.int32)
+    ops.fqsr_plane_partials(ptr(row), ptr(col), fan_in, row_bits, col_bits,
+                            pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int)))
+    expected = bitplane_partials(row, col, row_bits, row_signed, col_bits, True)
+    np.testing.assert_array_equal(pop.reshape(row_bits, col_bits), expected)
+    rebuilt = ops.fqsr_plane_acc(pop.ctypes.data_as(ctypes.POINTER(ctypes.c_int)), row_bits, int(row_signed),
+                                 col_bits, 1, bias)
+    assert rebuilt == bias + int(row @ col)
+    assert [ops.fqsr_plane_weight(m, 4, 1) for m in range(4)] == [1, 2, 4, -8]
+    assert ops.fqsr_plane_weight(4, 4, 1) == INVALID and ops.fqsr_code_bit(-1, 63) == 1
+
+
+UB_PROBE = textwrap.dedent("""
+    import ctypes, itertools, random, sys
+    sys.path.insert(0, {tests!r})
+    from test_cport import EXTREME_I64, EXTREME_INT, load_ops
+    lib = load_ops({so!r})
+    rnd = random.Random(1)
+    L, I = EXTREME_I64, EXTREME_INT
+    for v, n in itertools.product(L, I):
+        lib.fqsr_rounding_right_shift(v, n); lib.fqsr_requant(v, n, n); lib.fqsr_code_bit(v, n)
+        lib.fqsr_requant_clamp(v, n, 0, -7, 7); lib.fqsr_plane_weight(n, n, 1)
+    for _ in range(20000):
+        a, b = rnd.choice(L), rnd.choice(L)
+        m, s, nm, ns, sign = (rnd.choice(I) for _ in range(5))
+        lib.fqsr_conv_output(a, m, s, nm, ns, sign, -127, 127)
+        lib.fqsr_add(a, b, rnd.randint(0, 1), m, nm, s, -127, 127)
+    x = (ctypes.c_longlong * 9)(*L[:9]); w = (ctypes.c_longlong * 9)(*L[-9:])
+    print(lib.fqsr_conv_acc_at(x, 1, 3, 3, w, 1, 3, L[0], 0, 1, 1))
+    pop = (ctypes.c_int * 4)(2 ** 31 - 1, -2 ** 31, 5, -1)
+    print(lib.fqsr_plane_acc(pop, 2, 1, 2, 1, L[0]))
+    print("probe done")
+""")
+
+
+def test_ops_have_no_undefined_behaviour_at_the_extremes(tmp_path):
+    """Every function at int64/int extremes (outside the SPEC's domain too) under UBSan:
+    FQSR_INVALID or a wrapped sum, never a sanitizer report."""
+    cc = compiler()
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc or clang) on PATH")
+    so = tmp_path / "libfqsr_ops_ubsan.so"
+    flags = ["-fsanitize=undefined", "-fno-sanitize-recover=all"]
+    build = subprocess.run([cc, *CFLAGS, *flags, "-shared", "-fPIC", "-o", str(so), str(CPORT / "fqsr_ops.c")],
+                           capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"{cc} cannot build with {' '.join(flags)}: {(build.stderr.strip().splitlines() or [''])[-1]}")
+    script = UB_PROBE.format(tests=str(Path(__file__).resolve().parent), so=str(so))
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "UBSAN_OPTIONS": "halt_on_error=1:print_stacktrace=1"})
+    assert run.returncode == 0 and "runtime error" not in run.stderr, run.stderr[-3000:]
+    assert run.stdout.strip().endswith("probe done")
