@@ -139,12 +139,11 @@ def bn_entries(key, c, ours, optional=False):
             Entry(f"{key}.num_batches_tracked", (), None, optional, integer=True)]
 
 
-def count_indexed(keys, pattern) -> int:
-    """How many consecutive i = 0, 1, ... have pattern.format(i) among keys."""
-    n = 0
-    while pattern.format(n) in keys:
-        n += 1
-    return n
+def highest_index(keys, prefix) -> int:
+    """The largest N of keys "<prefix>.N...." (-1 if none): blocks are counted from the
+    highest index, so a block with a key missing is named rather than cut off."""
+    found = [k[len(prefix) + 1:].split(".")[0] for k in keys if k.startswith(prefix + ".")]
+    return max((int(n) for n in found if n.isdigit()), default=-1)
 
 
 def up_factors(scale):
@@ -220,15 +219,15 @@ def geometry(layout, tensors, scale):
 
     if layout == "edsr":
         c = need("head.0.weight").shape[0]
-        blocks = count_indexed(tensors, "body.{}.body.0.weight")
+        blocks = max(highest_index(tensors, "body"), 0)   # body.<B> is the conv after the blocks
         found = edsr_scale(tensors, "tail.0.0.weight", c, "tail.0.2.weight")
     elif layout == "basicsr_edsr":
         c = need("conv_first.weight").shape[0]
-        blocks = count_indexed(tensors, "body.{}.conv1.weight")
+        blocks = highest_index(tensors, "body") + 1
         found = edsr_scale(tensors, "upsample.0.weight", c, "upsample.2.weight")
     else:
         c = need("conv_input.weight").shape[0]
-        blocks = count_indexed(tensors, "residual.{}.conv1.weight")
+        blocks = highest_index(tensors, "residual") + 1
         if scale is None:
             raise ValueError("the fqsr_srresnet layout holds both its x2 and x4 upsamplers: "
                              "give --scale 2 or 4")
