@@ -17,6 +17,7 @@ was never interrupted (on the same machine).
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import sys
@@ -115,6 +116,25 @@ def batch_for_step(source, opts: StageOptions, scale: int, step: int):
     """
     rng = np.random.default_rng([opts.seed, STAGE_IDS.get(opts.stage, 2), step])
     return source.sample(rng, opts.batch, opts.patch, scale)
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc's malloc keep freed memory for the next step instead of returning it.
+
+    A training step allocates and frees hundreds of megabytes of temporaries (conv
+    grids, layer caches). By default glibc serves every block above 128 KB-32 MB by a
+    fresh mmap and unmaps it on free, so each step pays the kernel to map and zero
+    every page again: about 56,000 page faults and a fifth of the full model's step.
+    Raising the mmap and trim thresholds keeps those blocks in the heap, reused from
+    step to step (the process keeps its peak memory). Process-wide; does nothing but
+    return False where there is no glibc mallopt.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 1 << 30) and mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
 class BatchStream:
@@ -250,6 +270,7 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
     stop_after: stop (as if killed) after this many steps; for tests.
     """
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    reuse_freed_memory()
     remove_stale_temporaries(out_path)
     if resume and os.path.exists(out_path):
         ckpt = load_checkpoint(out_path)

@@ -13,7 +13,9 @@ that load from other processes falls on all of them alike):
     trainer computes it), and the ratio step / GEMM.
 A step is what train_stage does per step: the batch (through the trainer's
 prefetching BatchStream), forward, loss, backward and the Adam update. The
-8/8/8 steps run after the DAIA warm-up (every quantizer active).
+8/8/8 steps run after the DAIA warm-up (every quantizer active). Like
+train_stage, it first lets malloc keep freed memory (trainer.reuse_freed_memory),
+process-wide.
 
 tools/benchmark.py calls train_step_figures(quick) and prints its dict.
 """
@@ -30,7 +32,7 @@ from fqsr_ref.models import cast_floats, init_model, layer_specs, preset, quanti
 from fqsr_ref.optim import adam_init, adam_step  # noqa: E402
 from fqsr_ref.quant import DAIA_MIN_INTERVAL  # noqa: E402
 from fqsr_ref.trainer import (BatchStream, StageOptions, batch_for_step, prefetch_mode,  # noqa: E402
-                             train_step)
+                             reuse_freed_memory, train_step)
 
 TINY = dict(arch="edsr", blocks=2, channels=16, batch=8, patch=12)
 FULL = dict(arch="srresnet", blocks=16, channels=64, batch=16, patch=24)
@@ -102,21 +104,33 @@ def conv_gemms(cfg, batch, patch):
 
 
 class GemmCase:
-    """np.matmul of the given shapes, identical shapes timed once and counted."""
+    """np.matmul of the given (m, k, n) shapes, each in its faster orientation
+    (C = A @ B or C.T = B.T @ A.T: OpenBLAS serves some thin shapes, m = 3 for
+    instance, far better one way round); identical shapes timed once, counted."""
 
     def __init__(self, gemms):
         rng = np.random.default_rng(0)
         self.work = []
         for shape in sorted(set(gemms)):
             m, k, n = shape
-            a = rng.standard_normal((m, k), dtype=np.float32)
-            b = rng.standard_normal((k, n), dtype=np.float32)
-            self.work.append((a, b, np.empty((m, n), np.float32), gemms.count(shape)))
+            ways = []
+            for rows, inner, cols in ((m, k, n), (n, k, m)):
+                a = rng.standard_normal((rows, inner), dtype=np.float32)
+                b = rng.standard_normal((inner, cols), dtype=np.float32)
+                ways.append((a, b, np.empty((rows, cols), np.float32)))
+            best = min(ways, key=lambda way: min(_seconds(np.matmul, *way) for _ in range(3)))
+            self.work.append(best + (gemms.count(shape),))
 
     def __call__(self):
         for a, b, out, count in self.work:
             for _ in range(count):
                 np.matmul(a, b, out=out)
+
+
+def _seconds(fn, *args):
+    t0 = time.perf_counter()
+    fn(*args[:2], out=args[2])
+    return time.perf_counter() - t0
 
 
 def min_seconds(cases, repeats):
@@ -148,6 +162,7 @@ def train_step_figures(quick: bool = False) -> dict:
     full_gemm_s, full_float_over_gemm, full_888_over_gemm.
     quick: fewer repeats (about 20 s instead of about a minute).
     """
+    reuse_freed_memory()   # as train_stage does
     tiny_steps = 10 if quick else 25
     repeats = 2 if quick else 4
     tiny_float = StepCase(**TINY, bits="32/32/32", steps=tiny_steps)
