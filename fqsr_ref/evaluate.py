@@ -6,14 +6,130 @@
 The protocol is `fqsr_ref.metrics` (Y channel, border crop = scale). Prints one row
 per image and the mean. Bad input or out of memory: one line "error: ..." on stderr,
 exit code 2; Ctrl-C: "interrupted", exit code 130; never a traceback.
+
+Memory: the float model's forward keeps about 6 float32 copies of every layer's
+output, so an image whose forward would exceed --memory-budget (default: half the
+memory available at start) is super-resolved in tiles with a halo of the model's
+receptive field. The float forward is not bit-identical when tiled (BLAS sums in
+another order), so a tiled image's PSNR can differ in the last digits; the integer
+model's tiles are exact (`python -m fqsr_ref.infer`). An image too large to score
+even so (bicubic and the metrics on the HR image) is refused up front with the size
+it needs.
 """
 import argparse
 import math
 import os
 import sys
+from fractions import Fraction
+
+import numpy as np
 
 from . import metrics
+from .data.images import list_images
 from .data.resize import SCALES
+
+MIN_TILE = 16
+SCORE_BYTES_PER_HR_PIXEL = 160     # bicubic, Y planes and SSIM maps in float64 (measured ~100)
+FORWARD_COPIES = 6                 # float32 copies of each layer output a forward keeps (measured ~5)
+
+
+def size_text(n: int) -> str:
+    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{max(1, round(n / 2 ** 20))} MiB"
+
+
+def available_bytes() -> int:
+    """MemAvailable of /proc/meminfo (Linux), else 8 GiB."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 8 << 30
+
+
+def config_radius(cfg) -> int:
+    """Receptive-field radius in LR pixels of the float graph (SPEC 6.9's rule on
+    layer_specs: K // 2 per conv on the longest path, at the conv's resolution)."""
+    from .models import layer_specs
+    L = layer_specs(cfg)
+    r = Fraction(L.head.k // 2) + sum(Fraction(c.k // 2) for pair in L.blocks for c in pair)
+    r += Fraction(L.trunk.k // 2)
+    f = 1
+    for spec, factor in zip(L.up, cfg.upsample_factors):
+        r += Fraction(spec.k // 2, f)
+        f *= factor
+    return math.ceil(r + Fraction(L.tail.k // 2, f))
+
+
+def forward_bytes_per_pixel(cfg) -> int:
+    """Bytes per LR pixel of the float forward: FORWARD_COPIES float32 copies of every
+    conv output (at its resolution)."""
+    from .models import layer_specs
+    L = layer_specs(cfg)
+    channels = L.head.cout + sum(c.cout for pair in L.blocks for c in pair) + L.trunk.cout
+    f = 1
+    for spec, factor in zip(L.up, cfg.upsample_factors):
+        channels += spec.cout * f * f
+        f *= factor
+    channels += L.tail.cout * f * f
+    return FORWARD_COPIES * 4 * channels
+
+
+def image_size(path):
+    """(width, height) from the file header, or None (the reader then reports the problem)."""
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            return im.size
+    except Exception:   # noqa: BLE001 - any undecodable file is read_image's to report
+        return None
+
+
+def check_sizes(hr_dir, scale, budget):
+    """ValueError (one line) for the first image whose scoring alone exceeds the budget."""
+    for path in list_images(hr_dir):
+        size = image_size(path)
+        if size is None:
+            continue
+        need = SCORE_BYTES_PER_HR_PIXEL * size[0] * size[1]
+        if need > budget:
+            raise ValueError(f"{path}: a {size[0]}x{size[1]} image needs about {size_text(need)} to score, "
+                             f"above the memory budget of {size_text(budget)} (--memory-budget)")
+
+
+def tiled_upscaler(upscale, cfg, budget, tiled_log):
+    """lr (H, W, 3) uint8 -> SR uint8 by upscale (the float model of cfg), in tiles when
+    the forward of the whole image would not fit the budget beside the scoring of its
+    HR image. tiled_log receives the tile side of every tiled call."""
+    per_px, halo, s = forward_bytes_per_pixel(cfg), config_radius(cfg), cfg.scale
+
+    def sr_fn(lr):
+        h, w = lr.shape[:2]
+        room = budget - SCORE_BYTES_PER_HR_PIXEL * h * w * s * s
+        if per_px * h * w <= room:
+            return upscale(lr)
+        side = math.isqrt(max(room, 0) // per_px) - 2 * halo
+        if side < MIN_TILE:
+            need = per_px * (MIN_TILE + 2 * halo) ** 2 + budget - room
+            raise ValueError(f"a {w}x{h} LR image needs about {size_text(need)} even in tiles, "
+                             f"above the memory budget of {size_text(budget)} (--memory-budget)")
+        tiled_log.append(side)
+        out = np.empty((s * h, s * w, 3), np.uint8)
+        for y0 in range(0, h, side):
+            y1, iy0 = min(h, y0 + side), max(0, y0 - halo)
+            iy1 = min(h, y1 + halo)
+            for x0 in range(0, w, side):
+                x1, ix0 = min(w, x0 + side), max(0, x0 - halo)
+                ix1 = min(w, x1 + halo)
+                sr = np.asarray(upscale(np.ascontiguousarray(lr[iy0:iy1, ix0:ix1])))
+                out[s * y0:s * y1, s * x0:s * x1] = sr[s * (y0 - iy0):s * (y1 - iy0),
+                                                       s * (x0 - ix0):s * (x1 - ix0)]
+        return out
+
+    sr_fn.scale = s
+    return sr_fn
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +153,9 @@ def build_parser():
     p.add_argument("--self-ensemble", action="store_true", help="x8 self-ensemble of the model")
     p.add_argument("--save-images", metavar="OUT",
                    help="write SR outputs and bicubic | model | HR comparisons here")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="bytes a model forward and the scoring of one image may use (K/M/G "
+                        "suffixes); larger forwards run in tiles; default: half the available memory")
     from .importer import add_import_arguments   # --layout, --rgb-range, --res-scale of --weights
     add_import_arguments(p)
     return p
@@ -86,7 +205,10 @@ def main(argv=None):
     if save is not None and (os.path.exists(save) and not os.path.isdir(save) or os.path.isdir(save)
                              and not os.access(save, os.W_OK | os.X_OK)):
         parser.error(f"--save-images {save} is not a writable folder")
+    tiled = []
     try:
+        from .infer import parse_bytes
+        budget = available_bytes() // 2 if args.memory_budget is None else parse_bytes(args.memory_budget)
         sr_fn = None
         if args.checkpoint is not None:
             from .models import load_upscaler  # the trainer's checkpoint format lives there
@@ -95,11 +217,15 @@ def main(argv=None):
             if model_scale != args.scale:
                 raise ValueError(f"checkpoint {args.checkpoint} is a x{model_scale} model, "
                                  f"--scale is {args.scale}")
+            if getattr(sr_fn, "config", None) is not None:
+                sr_fn = tiled_upscaler(sr_fn, sr_fn.config, budget, tiled)
+        if os.path.isdir(hr_dir):
+            check_sizes(hr_dir, args.scale, budget)
         if args.weights is not None:
             from .importer import describe, float_upscaler, import_from_args
             imported = import_from_args(args, scale=args.scale)
-            print(describe(imported), *imported.notes, sep="\n", file=sys.stderr)
             sr_fn = float_upscaler(imported)
+            sr_fn.description = describe(imported)
         rows, mean = metrics.evaluate_folder(sr_fn, hr_dir, args.scale,
                                              self_ensemble=args.self_ensemble,
                                              save_dir=args.save_images)
@@ -113,9 +239,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted\n")
         return 130
-    what = "bicubic" if sr_fn is None else (args.checkpoint or args.weights) + (" (self-ensemble x8)" if args.self_ensemble else "")
+    what = "bicubic" if sr_fn is None else getattr(sr_fn, "description", args.checkpoint) + (" (self-ensemble x8)" if args.self_ensemble else "")
     print(f"{what}, x{args.scale}, {len(rows)} images from {hr_dir} (Y channel, crop {args.scale})")
     print(format_table(rows, mean, with_model=sr_fn is not None))
+    if tiled:
+        print(f"{len(tiled)} forward(s) ran in tiles (of {min(tiled)} LR pixels or more) to fit the memory "
+              f"budget of {size_text(budget)}; tiled float forwards may differ in the last bits")
     if args.save_images:
         print(f"images written to {args.save_images}")
     return 0

@@ -100,3 +100,33 @@ def test_parse_bytes():
     for bad in ("", "G", "0", "-5M", "inf", "nanG", "1X"):
         with pytest.raises(ValueError, match="--memory-budget"):
             parse_bytes(bad)
+
+
+# --- evaluate: the float forward in tiles when an image would exceed the budget ------------------------
+
+def test_float_radius_matches_the_integer_graph(models):
+    from fqsr_ref.evaluate import config_radius
+    for model in models.values():
+        assert config_radius(model.config) == receptive_radius(model)
+
+
+def test_evaluate_tiles_a_large_forward_and_refuses_what_cannot_fit(tmp_path, capsys):
+    from fqsr_ref import evaluate
+    cfg, params, state = calibrated("srresnet", 2, "8/8/8")
+    save_checkpoint(str(tmp_path / "q.npz"), Checkpoint(cfg, params, state, {}, {}))
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    write_image(str(hr / "a.png"), np.random.default_rng(5).integers(0, 256, (128, 120, 3), dtype=np.uint8))
+    base = ["--checkpoint", str(tmp_path / "q.npz"), "--hr-dir", str(hr), "--scale", "2"]
+    assert evaluate.main(base) == 0
+    whole = capsys.readouterr().out
+    per_px, halo = evaluate.forward_bytes_per_pixel(cfg), evaluate.config_radius(cfg)
+    budget = evaluate.SCORE_BYTES_PER_HR_PIXEL * 128 * 120 + per_px * (evaluate.MIN_TILE + 2 * halo + 4) ** 2
+    assert evaluate.main(base + ["--memory-budget", str(budget)]) == 0
+    tiled = capsys.readouterr().out
+    assert "ran in tiles" in tiled and "ran in tiles" not in whole
+    psnr = [float(next(ln for ln in out.splitlines() if ln.startswith("a.png")).split()[1]) for out in (whole, tiled)]
+    assert abs(psnr[0] - psnr[1]) <= 0.02
+    assert evaluate.main(base + ["--memory-budget", "100K"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "needs about" in err[0] and "a.png" in err[0]

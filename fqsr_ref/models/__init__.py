@@ -35,6 +35,7 @@ def load_upscaler(path):
         return upscale(ckpt.config, ckpt.params, ckpt.state, lr_uint8)
 
     sr_fn.scale = ckpt.config.scale
+    sr_fn.config = ckpt.config   # evaluate tiles large images from it
     return sr_fn
 
 
