@@ -224,7 +224,7 @@ def main(argv=None):
         if args.weights is not None:
             from .importer import describe, float_upscaler, import_from_args
             imported = import_from_args(args, scale=args.scale)
-            sr_fn = float_upscaler(imported)
+            sr_fn = tiled_upscaler(float_upscaler(imported), imported.config, budget, tiled)
             sr_fn.description = describe(imported)
         rows, mean = metrics.evaluate_folder(sr_fn, hr_dir, args.scale,
                                              self_ensemble=args.self_ensemble,

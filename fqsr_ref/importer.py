@@ -425,7 +425,7 @@ def float_upscaler(imported: Imported):
 def add_import_arguments(parser):
     """The options that describe a .safetensors import (shared by quantize and evaluate)."""
     parser.add_argument("--layout", default="auto", choices=("auto",) + LAYOUTS,
-                        help="key layout of --weights (default: recognised from the keys)")
+                        help="key layout of --weights (default %(default)s: recognised from the keys)")
     parser.add_argument("--rgb-range", type=float, default=None,
                         help="pixel range the PyTorch model was trained on (default: read from "
                              "EDSR-PyTorch's sub_mean, else 255)")

@@ -45,15 +45,17 @@ def build_parser():
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--weights", metavar="W.safetensors",
-                       help="float weights of a PyTorch model (layouts: docs/SPEC.md 5.5)")
-    which.add_argument("--checkpoint", metavar="FP.npz", help="an fqsr_ref full-precision checkpoint")
+                       help="float weights of a PyTorch model (layouts: docs/SPEC.md 5.5; no default: "
+                            "give --weights or --checkpoint)")
+    which.add_argument("--checkpoint", metavar="FP.npz",
+                       help="an fqsr_ref checkpoint in full precision (no default: give --weights or --checkpoint)")
     add_import_arguments(p)
     p.add_argument("--arch", choices=ARCHS, default=None,
                    help="architecture name (default: edsr for the EDSR layouts, srresnet for "
                         "fqsr_srresnet; checked against --checkpoint)")
     p.add_argument("--scale", type=int, choices=SCALES, default=None,
                    help="checked against the model (default: the model's; fqsr_srresnet needs it)")
-    p.add_argument("--bits", required=True, help="wt/fm/sc of the quantized model, e.g. 8/8/8 or 4/4/8")
+    p.add_argument("--bits", required=True, help="wt/fm/sc of the quantized model, e.g. 8/8/8 or 4/4/8 (required, no default)")
     p.add_argument("--grid", choices=("narrow", "dorefa"), default="narrow",
                    help="signed quantization grid (default %(default)s)")
     p.add_argument("--branch-relu", action="store_true",
@@ -67,9 +69,9 @@ def build_parser():
     p.add_argument("--batch", type=int, default=CALIB_BATCH, help="patches per batch (default %(default)s)")
     p.add_argument("--patch", type=int, default=CALIB_PATCH, help="LR patch side (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration batches (default %(default)s)")
-    p.add_argument("--out", required=True, help="quantized checkpoint to write (.npz)")
+    p.add_argument("--out", required=True, help="quantized checkpoint to write (.npz; required, no default)")
     p.add_argument("--float-out", metavar="FP.npz",
-                   help="also write the float model as an fqsr_ref full-precision checkpoint "
+                   help="also write the float model as an fqsr_ref checkpoint in full precision "
                         "(for train --init; default: not written)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out / --float-out if they exist (default: refuse)")
@@ -103,8 +105,9 @@ def float_model(args):
     """(config, params, state, source description) of --weights or --checkpoint."""
     if args.weights is not None:
         imported = import_from_args(args, scale=args.scale, arch=args.arch)
-        print(describe(imported), *imported.notes, sep="\n", file=sys.stderr)
-        return imported.config, imported.params, imported.state, imported.source
+        for note in imported.notes:
+            print(note, file=sys.stderr)
+        return imported.config, imported.params, imported.state, describe(imported)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt.config
     if cfg.quantized:
@@ -137,8 +140,12 @@ def check_args(args):
         if os.path.exists(path) and not args.overwrite:
             raise ValueError(f"{flag} {path} exists; give --overwrite to replace it")
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(f"{flag} {path}: the folder {folder} does not exist or is not writable")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"{flag} {path}: cannot create the folder {folder} ({exc.strerror or exc})") from None
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{flag} {path}: the folder {folder} is not writable")
     if args.out == args.float_out:
         raise ValueError("--out and --float-out name the same file")
     if args.calib_dir:
@@ -168,6 +175,7 @@ def run(args) -> int:
     meta = {"step": 0, "ptq": {"source": source_name, "calibration": calib}}
     save_checkpoint(args.out, Checkpoint(q_cfg, q_params, q_state, {}, meta))
     sites = sum(k.endswith(".interval") for k in q_params)
+    print(f"from {source_name}")
     print(f"{q_cfg.arch} x{q_cfg.scale} {q_cfg.blocks} blocks {q_cfg.channels} channels {q_cfg.bits}: "
           f"{sites} intervals set by DAIA over {args.calib_batches} batches of {args.batch} "
           f"{args.patch}x{args.patch} patches from {calib['dir']} in "

@@ -186,3 +186,9 @@ def test_export_tool(tmp_path, capsys):
     save_checkpoint(str(tmp_path / "q.npz"), Checkpoint(cfg.with_bits("8/8/8"), q_params, q_state, {}, {}))
     assert tool.main([str(tmp_path / "q.npz"), str(tmp_path / "f.safetensors")]) == 2
     assert "a full-precision EDSR" in capsys.readouterr().err
+
+
+def test_help_states_every_default(capsys):
+    """The command-line contract of tests/test_cli_contract.py, applied to quantize."""
+    from test_cli_contract import test_help_states_every_default as contract
+    contract("quantize", capsys)
