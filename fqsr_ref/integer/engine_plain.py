@@ -295,7 +295,7 @@ def prepare_conv(w_codes: np.ndarray, x_bits: int, x_signed: bool, w_bits: int,
         # each tap's products are summed in float32 over C, the taps in int64
         per_tap = absw.sum(axis=1).transpose(1, 2, 0).reshape(k * k, o)
         chunks = None if int(per_tap.max()) >= limit else ((0, k * k),)
-        kind, weights = "stack_out", taps.transpose(1, 0, 2).reshape(c, k * k * o)
+        kind, weights = "stack_out", taps.transpose(1, 0, 2).reshape(c, k * k * o)   # (C, tap * O + o)
     else:
         chunks = _chunks(absw.sum(axis=1).transpose(1, 2, 0).reshape(k * k, o), limit)
         kind, weights = "shift", taps
@@ -334,23 +334,27 @@ def _stack_taps(x, h0, h1, k, out):
 @njit(cache=True)
 def _sum_shifted_taps(part, first_row, height, h0, h1, k, cout, out):
     """out[y - h0, x_, o] = sum over taps inside the image of
-    int64(part[(y + ky - p - first_row) * W + x_ + kx - p, t * cout + o]):
-    the stack_out plan's per-tap products (exact integers in float32) summed in int64."""
+    int64(part[t * cout + o, (y + ky - p - first_row) * W + x_ + kx - p]):
+    the stack_out plan's per-tap products (exact integers in float32, one row of part per
+    tap and output channel) summed in int64, a row at a time so the loop vectorises."""
     width = out.shape[1]
     pad = k // 2
+    row = np.empty(width, np.int64)
     for y in range(h0, h1):
-        for xx in range(width):
-            for o in range(cout):
-                total = np.int64(0)
-                for ky in range(k):
-                    iy = y + ky - pad
-                    if iy < 0 or iy >= height:
-                        continue
-                    for kx in range(k):
-                        ix = xx + kx - pad
-                        if 0 <= ix < width:
-                            total += np.int64(part[(iy - first_row) * width + ix, (ky * k + kx) * cout + o])
-                out[y - h0, xx, o] = total
+        for o in range(cout):
+            row[:] = 0
+            for ky in range(k):
+                iy = y + ky - pad
+                if iy < 0 or iy >= height:
+                    continue
+                base = (iy - first_row) * width - pad
+                for kx in range(k):
+                    src = part[(ky * k + kx) * cout + o]
+                    lo, hi = max(0, pad - kx), min(width, width + pad - kx)
+                    for xx in range(lo, hi):
+                        row[xx] += np.int64(src[base + xx + kx])
+            for xx in range(width):
+                out[y - h0, xx, o] = row[xx]
 
 
 @njit(cache=True)
@@ -403,15 +407,15 @@ def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
         rows = min(h, _strip_rows(w, 4 * (c + k * k * o)))
         span = rows + 2 * pad
         xs = np.empty((span * w, c), np.float32)
-        part = np.empty((span * w, k * k * o), np.float32)
         acc = np.empty((rows, w, o), int_dt)
+        w_rows = np.ascontiguousarray(plan.weights.T)          # (K*K*O, C)
         for i in range(n):
             for h0 in range(0, h, rows):
                 h1 = min(h, h0 + rows)
                 r0, r1 = max(0, h0 - pad), min(h, h1 + pad)
                 m = (r1 - r0) * w
                 xs[:m] = x[i, r0:r1].reshape(m, c)
-                np.matmul(xs[:m], plan.weights, out=part[:m])
+                part = np.matmul(w_rows, xs[:m].T)               # (K*K*O, m): a row per tap and output
                 _sum_shifted_taps(part, r0, h, h0, h1, k, o, acc)
                 emit(i, h0, h1, acc[:h1 - h0])
         return
