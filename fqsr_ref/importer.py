@@ -390,6 +390,7 @@ def save_safetensors(path, tensors: dict, metadata: dict | None = None):
     from safetensors.numpy import save_file
 
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=folder)
     os.close(fd)
     try:

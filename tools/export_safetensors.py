@@ -33,8 +33,11 @@ def main(argv=None) -> int:
         cfg = ckpt.config
         tensors = export_edsr(cfg, ckpt.params, ckpt.state)
         save_safetensors(args.out, tensors, {"fqsr_ref_source": os.path.basename(args.checkpoint)})
-    except (ValueError, OSError) as exc:
+    except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: cannot write {args.out} ({exc.strerror or exc})", file=sys.stderr)
         return 2
     print(f"wrote {args.out}: EDSR-PyTorch layout, n_resblocks {cfg.blocks}, n_feats {cfg.channels}, "
           f"scale {cfg.scale}, rgb_range {cfg.pixel_range:g}, res_scale {cfg.res_scale:g} "
