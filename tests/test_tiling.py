@@ -130,3 +130,15 @@ def test_evaluate_tiles_a_large_forward_and_refuses_what_cannot_fit(tmp_path, ca
     assert evaluate.main(base + ["--memory-budget", "100K"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "needs about" in err[0] and "a.png" in err[0]
+
+
+def test_a_huge_image_gets_tiles_within_the_budget(models):
+    # issue 12: infer on 2000x2000 / 4000x4000 asked for 29 / 14.5 GiB; now it picks tiles that fit
+    # (this 8-channel model needs a smaller budget than the full one to be tiled)
+    model = models["srresnet", 2]
+    halo = receptive_radius(model)
+    for side, budget in ((2000, 1 << 28), (4000, 1 << 29)):
+        assert estimate_bytes(model, side, side) > budget
+        tile = choose_tile(model, side, side, budget)
+        assert tile is not None and MIN_TILE <= tile < side
+        assert estimate_bytes(model, tile + 2 * halo, tile + 2 * halo) + 15 * side * side <= budget
