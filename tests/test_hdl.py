@@ -62,6 +62,27 @@ def test_icarus_testbench_passes(tmp_path, stimulus, conv, expect):
     assert last_line(result, "fqsr_conv_tb:") == f"fqsr_conv_tb: {expect}"
 
 
+def test_icarus_testbench_reads_packed_words_too(tmp_path):
+    """FQSR_FROM_NHWC: the codes from the NHWC pixel words and OHWI tap words instead of the
+    bit-plane words; the same result."""
+    need_icarus()
+    result = make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", "DEFINES=-DFQSR_FROM_NHWC")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert last_line(result, "fqsr_conv_tb:").startswith("fqsr_conv_tb: PASS 240 accumulators, 240 codes, 16 plane")
+
+
+@pytest.mark.slow
+def test_verilator_runs_the_same_testbench(tmp_path):
+    """make verilate: the head (9x9, 8-bit unsigned input) of the 16x16 crop, 166 000 taps,
+    too slow for Icarus in the default suite (about 45 s there)."""
+    need("make", "Debian: apt-get install make")
+    need("verilator", "Debian: apt-get install verilator")
+    result = make(tmp_path, "verilate", "STIMULUS=natural", "CONV=head")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert last_line(result, "fqsr_conv_tb:") == ("fqsr_conv_tb: PASS 2048 accumulators, 2048 codes, 32 plane "
+                                                  "partials (1 x 8 x 16x16, 8-bit x 4-bit)")
+
+
 def test_icarus_testbench_fails_with_a_wrong_tie_rule(tmp_path):
     """Half away from zero instead of half up: only the negative ties differ, and fail."""
     need_icarus()

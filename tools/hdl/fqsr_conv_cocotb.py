@@ -59,12 +59,14 @@ def conv_setup(golden: Path, stimulus: str, conv: str):
     return op, params, arrays
 
 
-def pack(codes, bits: int) -> int:
-    """Codes as one word, code c in bits [c bits, (c+1) bits), two's complement fields."""
-    mask = (1 << bits) - 1
+def planes(codes, bits: int) -> int:
+    """The unit's plane input for C codes: bit c of plane m (at bits [m C, (m+1) C)) is bit m
+    of code c's two's complement pattern (SPEC 6.7)."""
+    n = len(codes)
     word = 0
-    for c, v in enumerate(codes):
-        word |= (int(v) & mask) << (c * bits)
+    for m in range(bits):
+        for c, v in enumerate(codes):
+            word |= ((int(v) >> m) & 1) << (m * n + c)
     return word
 
 
@@ -95,10 +97,10 @@ if cocotb is not None:
         dut.neg_mult.value = op["neg_multiplier"]
         dut.neg_rshift.value = op["neg_right_shift"]
         dut.neg_negate.value = int(op["neg_sign"] < 0)
-        # one word per pixel and per tap, built once
-        pixels = [[[pack(x[i, :, yy, xx], p["A_BITS"]) for xx in range(wd)] for yy in range(h)]
+        # the planes of every pixel and every tap, built once
+        pixels = [[[planes(x[i, :, yy, xx], p["A_BITS"]) for xx in range(wd)] for yy in range(h)]
                   for i in range(n_img)]
-        taps = [[[pack(w[o, :, ky, kx], p["B_BITS"]) for kx in range(k)] for ky in range(k)]
+        taps = [[[planes(w[o, :, ky, kx], p["B_BITS"]) for kx in range(k)] for ky in range(k)]
                 for o in range(op["cout"])]
         bad = []
         for i in range(n_img):
@@ -115,8 +117,8 @@ if cocotb is not None:
                             for kx in range(k):
                                 iy, ix = oy + ky - pad, ox + kx - pad
                                 inside = 0 <= iy < h and 0 <= ix < wd
-                                dut.a_word.value = pixels[i][iy][ix] if inside else 0
-                                dut.b_word.value = taps[o][ky][kx]
+                                dut.a_planes.value = pixels[i][iy][ix] if inside else 0
+                                dut.b_planes.value = taps[o][ky][kx]
                                 await FallingEdge(dut.clk)
                         dut.valid.value = 0
                         got_acc = dut.acc.value.to_signed()

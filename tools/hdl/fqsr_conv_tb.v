@@ -1,5 +1,6 @@
 // fqsr_conv_tb.v: checks fqsr_conv_unit against one conv of a golden vector set, for one
-// stimulus, with Icarus Verilog (or any Verilog-2005 simulator). Verilog-2005.
+// stimulus, with Icarus Verilog or Verilator 5 (`make verilate`: much faster on large
+// layers). Verilog-2005.
 //
 // The conv's parameters come from the per-op header the vectors generator writes,
 // <set>/<stimulus>/<conv>.svh, included as "fqsr_params.svh" (copy it or point -I at a
@@ -8,13 +9,15 @@
 //     make -C tools/hdl SET=vectors/corner_x2_4-4-8 STIMULUS=natural CONV=blocks.0.conv1
 // Defines: FQSR_POP_HEX "<stimulus>/<conv>.plane.pop.hex" also checks the plane partials
 // (element n = 0, o = 0, y = H / 2, x = W / 2); FQSR_TIE_HALF_AWAY builds the requantizer
-// with a wrong tie rule (the corner sets must then FAIL).
+// with a wrong tie rule (the corner sets must then FAIL); FQSR_FROM_NHWC reads the codes as
+// packed words instead of bit planes (below).
 //
-// It reads the input codes one pixel a word (IN_NHWC_MEM), the weights one tap a word
-// (W_OHWI_MEM), the biases (B_MEM) and the expected accumulators and codes (ACC_MEM,
-// OUT_MEM, NCHW at their own widths); it drives K*K taps per output element (0 for a
-// padded tap) and compares every accumulator and code. Last line: "fqsr_conv_tb: PASS ..."
-// or "fqsr_conv_tb: FAIL ..." (then the first mismatches are listed above it).
+// It reads the input and weight codes as SPEC 6.7 bit-plane words (IN_PLANES_MEM,
+// W_PLANES_MEM; with FQSR_FROM_NHWC one pixel's channels a word, IN_NHWC_MEM, and one tap's
+// channels a word, W_OHWI_MEM, split into planes here), the biases (B_MEM) and the expected
+// accumulators and codes (ACC_MEM, OUT_MEM, NCHW at their own widths); it drives K*K taps
+// per output element (0 for a padded tap) and compares every accumulator and code. Last
+// line: "fqsr_conv_tb: PASS ..." or "fqsr_conv_tb: FAIL ..." (the first mismatches above it).
 module fqsr_conv_tb;
 `include "fqsr_params.svh"
 
@@ -28,10 +31,16 @@ module fqsr_conv_tb;
     localparam PIXELS = BATCH * H_IN * W_IN;
     localparam OUTPUTS = BATCH * COUT * H_OUT * W_OUT;
     localparam PAIRS = IN_BITS * W_BITS;
+    localparam WORDS = (CIN + 63) / 64;        // 64-bit plane words per pixel or tap
     localparam SHOW = 5;                       // mismatches listed
 
+`ifdef FQSR_FROM_NHWC
     reg [CIN*IN_BITS-1:0] in_mem [0:PIXELS-1];
     reg [CIN*W_BITS-1:0]  w_mem  [0:COUT*K*K-1];
+`else
+    reg [63:0]            in_mem [0:IN_BITS*PIXELS*WORDS-1];
+    reg [63:0]            w_mem  [0:W_BITS*COUT*K*K*WORDS-1];
+`endif
     reg [31:0]            b_mem  [0:COUT-1];
     reg [ACC_BITS-1:0]    acc_mem [0:OUTPUTS-1];
     reg [OUT_BITS-1:0]    out_mem [0:OUTPUTS-1];
@@ -42,8 +51,11 @@ module fqsr_conv_tb;
 
     reg start = 0, valid = 0;
     reg signed [31:0] bias = 0;
-    reg [CIN*IN_BITS-1:0] a_word = 0;
-    reg [CIN*W_BITS-1:0] b_word = 0;
+    reg [IN_BITS*CIN-1:0] a_planes = 0;
+    reg [W_BITS*CIN-1:0] b_planes = 0;
+    reg [WORDS*64-1:0] words;
+    reg [IN_BITS*CIN-1:0] next_a;
+    reg [W_BITS*CIN-1:0] next_b;
     wire signed [ACC_W-1:0] acc;
     wire [PAIRS*POP_W-1:0] pops;
     wire [OUT_BITS-1:0] code;
@@ -51,17 +63,52 @@ module fqsr_conv_tb;
     fqsr_conv_unit #(.CIN(CIN), .A_BITS(IN_BITS), .A_SIGNED(IN_SIGNED), .B_BITS(W_BITS), .B_SIGNED(W_SIGNED),
                      .ACC_W(ACC_W), .POP_W(POP_W), .OUT_BITS(OUT_BITS), .QMIN(QMIN), .QMAX(QMAX),
                      .ROUNDING(ROUNDING))
-        dut (.clk(clk), .start(start), .bias(bias), .valid(valid), .a_word(a_word), .b_word(b_word),
+        dut (.clk(clk), .start(start), .bias(bias), .valid(valid), .a_planes(a_planes), .b_planes(b_planes),
              .mult(MULT[30:0]), .rshift(RIGHT_SHIFT[5:0]), .neg_mult(NEG_MULT[30:0]),
              .neg_rshift(NEG_RIGHT_SHIFT[5:0]), .neg_negate(NEG_SIGN < 0),
              .acc(acc), .pops(pops), .code(code));
 
-    integer n, o, oy, ox, ky, kx, iy, ix, idx, pair;
+    integer n, o, oy, ox, ky, kx, iy, ix, idx, pair, m, c, w;
     integer acc_bad, code_bad, pop_bad, pops_checked;
 
+    // a_planes and b_planes of one tap: pixel `pixel` (flat n, y, x) and tap `tap` (flat o, ky, kx)
+    task set_tap;
+        input padded;
+        input integer pixel, tap;
+        begin
+`ifdef FQSR_FROM_NHWC
+            for (m = 0; m < IN_BITS; m = m + 1)
+                for (c = 0; c < CIN; c = c + 1)
+                    next_a[m * CIN + c] = padded ? 1'b0 : in_mem[pixel][c * IN_BITS + m];
+            for (m = 0; m < W_BITS; m = m + 1)
+                for (c = 0; c < CIN; c = c + 1)
+                    next_b[m * CIN + c] = w_mem[tap][c * W_BITS + m];
+`else
+            for (m = 0; m < IN_BITS; m = m + 1) begin
+                for (w = 0; w < WORDS; w = w + 1)
+                    words[w * 64 +: 64] = padded ? 64'd0 : in_mem[(m * PIXELS + pixel) * WORDS + w];
+                next_a[m * CIN +: CIN] = words[CIN-1:0];
+            end
+            for (m = 0; m < W_BITS; m = m + 1) begin
+                for (w = 0; w < WORDS; w = w + 1)
+                    words[w * 64 +: 64] = w_mem[(m * COUT * K * K + tap) * WORDS + w];
+                next_b[m * CIN +: CIN] = words[CIN-1:0];
+            end
+`endif
+            // nonblocking: Verilator 5.006 misses blocking writes from a task to the unit's inputs
+            a_planes <= next_a;
+            b_planes <= next_b;
+        end
+    endtask
+
     initial begin
+`ifdef FQSR_FROM_NHWC
         $readmemh(IN_NHWC_MEM, in_mem);
         $readmemh(W_OHWI_MEM, w_mem);
+`else
+        $readmemh(IN_PLANES_MEM, in_mem);
+        $readmemh(W_PLANES_MEM, w_mem);
+`endif
         $readmemh(B_MEM, b_mem);
         $readmemh(ACC_MEM, acc_mem);
         $readmemh(OUT_MEM, out_mem);
@@ -82,9 +129,8 @@ module fqsr_conv_tb;
                             for (kx = 0; kx < K; kx = kx + 1) begin
                                 iy = oy + ky - PAD;
                                 ix = ox + kx - PAD;
-                                a_word = (iy < 0 || iy >= H_IN || ix < 0 || ix >= W_IN)
-                                         ? 0 : in_mem[(n * H_IN + iy) * W_IN + ix];
-                                b_word = w_mem[(o * K + ky) * K + kx];
+                                set_tap(iy < 0 || iy >= H_IN || ix < 0 || ix >= W_IN,
+                                        (n * H_IN + iy) * W_IN + ix, (o * K + ky) * K + kx);
                                 @(negedge clk);
                             end
                         valid = 0;

@@ -2,10 +2,10 @@
 // fqsr_ref golden vectors, Verilog-2005, synthesizable style (no delays, no system tasks).
 //
 // One output element per accumulation: `start` loads the bias, then every `valid`
-// cycle takes one tap of the window, i.e. one pixel's CIN input codes (a word of
-// vectors/<set>/<S>/<tensor>.nhwc.mem, or 0 for a padded tap) and the CIN weight codes
-// of that tap (a word of weights/<conv>.w.ohwi.mem), channel c in bits
-// [c BITS, (c+1) BITS). After K*K taps `acc` is the accumulator and `code` its output
+// cycle takes one tap of the window as bit planes: plane m of that pixel's CIN input codes
+// (bit c = bit m of channel c's two's complement code; the pixel's words of
+// <S>/<tensor>.planes.mem, or 0 for a padded tap) and plane p of the tap's CIN weight
+// codes (weights/<conv>.w.planes.mem). After K*K taps `acc` is the accumulator and `code` its output
 // code. SPEC 6.7 (Eq. 2): per plane pair (m, p) the tap adds
 //     w_m * w_p * popcount(a_m AND b_p),   w_m = 2^m, but -2^(M-1) for a signed top plane,
 // and `pops` keeps popcount sums per pair (the vectors' plane.pop), pair (m, p) in bits
@@ -17,7 +17,7 @@
 
 // popcount sums and weighted accumulation of the plane pairs
 module fqsr_bitplane_mac #(
-    parameter CIN = 16,
+    parameter CIN = 16,            // at most 256
     parameter A_BITS = 4,          // input codes (row)
     parameter A_SIGNED = 1,
     parameter B_BITS = 4,          // weight codes (column)
@@ -26,20 +26,50 @@ module fqsr_bitplane_mac #(
     parameter POP_W = 16           // one plane pair's popcount sum: log2(FAN_IN + 1) bits
 ) (
     input  wire                            clk,
-    input  wire                            start,   // acc <= bias, pops <= 0
+    input  wire                            start,     // acc <= bias, pops <= 0
     input  wire signed [31:0]              bias,
-    input  wire                            valid,   // add one tap
-    input  wire [CIN*A_BITS-1:0]           a_word,
-    input  wire [CIN*B_BITS-1:0]           b_word,
+    input  wire                            valid,     // add one tap
+    input  wire [A_BITS*CIN-1:0]           a_planes,  // plane m of the CIN inputs in bits [m CIN, (m+1) CIN)
+    input  wire [B_BITS*CIN-1:0]           b_planes,  // plane p of the CIN weights likewise
     output reg  signed [ACC_W-1:0]         acc,
     output reg  [A_BITS*B_BITS*POP_W-1:0]  pops
 );
+    // popcount by a tree of pairwise sums (SWAR) on a power-of-two width
+    localparam PW2 = (CIN <= 1) ? 2 : (1 << $clog2(CIN));
+    function [255:0] pair_mask;    // bit i set where (i / s) is even
+        input integer s;
+        integer i;
+        begin
+            pair_mask = 0;
+            for (i = 0; i < 256; i = i + 1)
+                if ((i / s) % 2 == 0) pair_mask[i] = 1'b1;
+        end
+    endfunction
+    localparam [255:0] M1 = pair_mask(1), M2 = pair_mask(2), M4 = pair_mask(4), M8 = pair_mask(8),
+                       M16 = pair_mask(16), M32 = pair_mask(32), M64 = pair_mask(64), M128 = pair_mask(128);
+    function [POP_W-1:0] popcount;
+        input [CIN-1:0] v;
+        reg [PW2-1:0] x;
+        begin
+            x = v;
+            x = (x & M1[PW2-1:0]) + ((x >> 1) & M1[PW2-1:0]);
+            if (PW2 > 2) x = (x & M2[PW2-1:0]) + ((x >> 2) & M2[PW2-1:0]);
+            if (PW2 > 4) x = (x & M4[PW2-1:0]) + ((x >> 4) & M4[PW2-1:0]);
+            if (PW2 > 8) x = (x & M8[PW2-1:0]) + ((x >> 8) & M8[PW2-1:0]);
+            if (PW2 > 16) x = (x & M16[PW2-1:0]) + ((x >> 16) & M16[PW2-1:0]);
+            if (PW2 > 32) x = (x & M32[PW2-1:0]) + ((x >> 32) & M32[PW2-1:0]);
+            if (PW2 > 64) x = (x & M64[PW2-1:0]) + ((x >> 64) & M64[PW2-1:0]);
+            if (PW2 > 128) x = (x & M128[PW2-1:0]) + ((x >> 128) & M128[PW2-1:0]);
+            popcount = x;                 // at most CIN <= FAN_IN: fits POP_W
+        end
+    endfunction
+
     // the tap's contribution, and its popcounts per pair
     reg signed [ACC_W-1:0] tap_sum;
     reg [A_BITS*B_BITS*POP_W-1:0] tap_pops;
     reg [POP_W-1:0] count;
     reg signed [ACC_W-1:0] term;
-    integer m, p, c;
+    integer m, p;
 
     always @* begin
         tap_sum = 0;
@@ -47,9 +77,7 @@ module fqsr_bitplane_mac #(
         for (m = 0; m < A_BITS; m = m + 1)
             for (p = 0; p < B_BITS; p = p + 1) begin
                 // AND of plane m of the inputs and plane p of the weights, then popcount
-                count = 0;
-                for (c = 0; c < CIN; c = c + 1)
-                    count = count + (a_word[c*A_BITS + m] & b_word[c*B_BITS + p]);
+                count = popcount(a_planes[m*CIN +: CIN] & b_planes[p*CIN +: CIN]);
                 tap_pops[(m*B_BITS + p)*POP_W +: POP_W] = count;
                 // shift-add: 2^(m+p), negated when exactly one plane is a signed top plane
                 term = count;                 // zero-extended (or wrapped: the sum is mod 2^ACC_W)
@@ -125,8 +153,8 @@ module fqsr_conv_unit #(
     input  wire                            start,
     input  wire signed [31:0]              bias,
     input  wire                            valid,
-    input  wire [CIN*A_BITS-1:0]           a_word,
-    input  wire [CIN*B_BITS-1:0]           b_word,
+    input  wire [A_BITS*CIN-1:0]           a_planes,
+    input  wire [B_BITS*CIN-1:0]           b_planes,
     input  wire [30:0]                     mult,
     input  wire [5:0]                      rshift,
     input  wire [30:0]                     neg_mult,
@@ -138,7 +166,7 @@ module fqsr_conv_unit #(
 );
     fqsr_bitplane_mac #(.CIN(CIN), .A_BITS(A_BITS), .A_SIGNED(A_SIGNED), .B_BITS(B_BITS),
                         .B_SIGNED(B_SIGNED), .ACC_W(ACC_W), .POP_W(POP_W))
-        mac (.clk(clk), .start(start), .bias(bias), .valid(valid), .a_word(a_word), .b_word(b_word),
+        mac (.clk(clk), .start(start), .bias(bias), .valid(valid), .a_planes(a_planes), .b_planes(b_planes),
              .acc(acc), .pops(pops));
     fqsr_requantizer #(.ACC_W(ACC_W), .OUT_BITS(OUT_BITS), .QMIN(QMIN), .QMAX(QMAX), .ROUNDING(ROUNDING))
         rq (.acc(acc), .mult(mult), .rshift(rshift), .neg_mult(neg_mult), .neg_rshift(neg_rshift),
