@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -161,7 +162,9 @@ class BatchStream:
         if prefetch == "process":
             # fork: no re-import of the caller's __main__ (spawn would need the
             # caller to guard it), and a start in milliseconds
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"))
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
+                                            initializer=_die_with_parent,
+                                            initargs=(os.getpid(),))
         else:
             self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
 
@@ -194,12 +197,25 @@ PROCESS_PREFETCH_STEPS = 200
 
 def prefetch_mode(source, steps: int) -> str:
     """How train_stage prefetches: a process for a long run on procedural images
-    (small to pickle, and their sampling holds the GIL) where fork exists, else a
-    thread."""
+    (small to pickle, and their sampling holds the GIL) on Linux (fork, and a
+    death signal for the worker: _die_with_parent), else a thread."""
     if (isinstance(source, ProceduralSource) and steps >= PROCESS_PREFETCH_STEPS
-            and "fork" in get_all_start_methods()):
+            and sys.platform.startswith("linux") and "fork" in get_all_start_methods()):
         return "process"
     return "thread"
+
+
+def _die_with_parent(parent_pid: int):
+    """In the sampling process: be killed when the trainer dies, even by kill -9.
+
+    Otherwise the worker, blocked on a pipe whose write end it inherited, would
+    live on and keep the --out directory's lock (also inherited), so that
+    --resume would find the directory locked.
+    """
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:   # the trainer died before prctl took effect
+        os._exit(1)
 
 
 class _Ready:

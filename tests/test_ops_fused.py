@@ -9,6 +9,11 @@ rounding, to 1e-12 relative in float64 and to a few float32 ulps of the values'
 scale in float32.
 """
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -171,7 +176,6 @@ def test_batch_stream_stops_its_worker_on_a_break():
 
 def test_reuse_freed_memory_serves_a_freed_block_again_without_page_faults():
     import resource
-    import sys
 
     from fqsr_ref.trainer import reuse_freed_memory
     if not sys.platform.startswith("linux") or not reuse_freed_memory():
@@ -183,3 +187,33 @@ def test_reuse_freed_memory_serves_a_freed_block_again_without_page_faults():
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert b[-1] == 1.0
     assert faults < 1000   # a fresh mapping would fault on each of its 16,384 pages
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process prefetch is Linux only")
+def test_the_sampling_process_dies_with_a_killed_trainer(tmp_path):
+    # kill -9 of the trainer must not leave its worker alive (it would hold the
+    # --out lock it inherited, and --resume would find the directory locked)
+    script = (
+        "import os, signal\n"
+        "from fqsr_ref.data.dataset import ProceduralSource\n"
+        "from fqsr_ref.trainer import BatchStream, StageOptions\n"
+        "stream = BatchStream(ProceduralSource(), StageOptions(steps=10, batch=1, patch=4), 2, 0,"
+        " 'process')\n"
+        "next(iter(stream))\n"
+        "print(*stream.pool._processes, flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n")
+    # output to a file, not a pipe: a surviving worker would hold a pipe open
+    out = tmp_path / "out.txt"
+    with open(out, "w") as f:
+        code = subprocess.run([sys.executable, "-c", script], stdout=f, stderr=subprocess.STDOUT,
+                              timeout=60).returncode
+    assert code == -signal.SIGKILL, out.read_text()
+    worker = int(out.read_text().split()[0])
+    for _ in range(100):
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} outlived the trainer")
