@@ -95,13 +95,18 @@ def test_icarus_testbench_fails_with_a_wrong_tie_rule(tmp_path):
     assert "mismatch: code [n=0 o=0 y=0 x=0] of accumulator -1: expected 0 got f" in result.stdout
 
 
-def copy_conv_files(dest, stimulus, conv):
-    """The files one conv's testbench reads (those its .svh names, and the plane partials)."""
-    header = KIT / stimulus / f"{conv}.svh"
-    names = re.findall(r'^localparam \w+ = "([^"]+)";$', header.read_text(), flags=re.M)
-    for name in [*names, f"{stimulus}/{conv}.svh", f"{stimulus}/{conv}.plane.pop.hex"]:
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(KIT / name, dest / name)
+DPI_OPS = ("blocks.0.conv2", "blocks.0.conv1.in", "blocks.0.add", "up.0.shuffle")   # the Makefile's
+
+
+def copy_op_files(dest, stimulus, ops):
+    """The files the testbenches read for these ops (those each .svh names, the plane partials)."""
+    for op in ops:
+        header = KIT / stimulus / f"{op}.svh"
+        names = re.findall(r'^localparam \w+ = "([^"]+)";$', header.read_text(), flags=re.M)
+        pop = f"{stimulus}/{op}.plane.pop.hex"
+        for name in [*names, f"{stimulus}/{op}.svh", *([pop] if (KIT / pop).exists() else [])]:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(KIT / name, dest / name)
     return dest
 
 
@@ -120,7 +125,7 @@ def corrupt_line(path, index):
 ])
 def test_icarus_testbench_fails_on_a_corrupted_expected_file(tmp_path, file, index, message):
     need_icarus()
-    golden = copy_conv_files(tmp_path / "golden", "batch", "blocks.0.conv2")
+    golden = copy_op_files(tmp_path / "golden", "batch", ["blocks.0.conv2"])
     assert last_line(make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", set_dir=golden),
                      "fqsr_conv_tb:").startswith("fqsr_conv_tb: PASS")      # the copy itself passes
     corrupt_line(golden / file, index)
@@ -173,20 +178,25 @@ def dpi_testbench(tmp_path_factory):
 
 
 def test_dpi_golden_model_under_verilator(dpi_testbench):
-    """fqsr_dpi.svh's imports link to fqsr_ops.c, agree with fqsr_ops.h (make dpi checks the
-    prototypes Verilator derives), and the functions reproduce the conv's accumulators,
-    codes and plane partials."""
+    """The imports of fqsr_dpi*.svh link to fqsr_ops.c, agree with fqsr_ops.h (make dpi checks
+    the prototypes Verilator derives), and the functions reproduce a conv's accumulators,
+    codes and plane partials, a requant, an add with Eq. 7's ReLU and a pixel shuffle."""
     result, _ = dpi_testbench
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert last_line(result, "fqsr_dpi_tb:") == ("fqsr_dpi_tb: PASS 480 accumulators and codes, plane "
-                                                 "partials of one element (2 x 8 x 5x3)")
+    assert last_line(result, "fqsr_dpi_tb:") == "fqsr_dpi_tb: PASS conv 481, requant 240, add 240, shuffle 960 values"
 
 
-def test_dpi_testbench_fails_on_a_corrupted_expected_file(dpi_testbench, tmp_path):
-    """The same binary run in a copy of the conv's files with one output code changed."""
+@pytest.mark.parametrize("file,message", [
+    ("batch/blocks.0.conv2.out.mem", "FAIL 1 mismatches (conv 1, requant 0, add 0, shuffle 0)"),
+    ("batch/blocks.0.conv1.in.mem", "FAIL 1 mismatches (conv 0, requant 1, add 0, shuffle 0)"),
+    ("batch/blocks.0.add.out.mem", "FAIL 1 mismatches (conv 0, requant 0, add 1, shuffle 0)"),
+    ("batch/up.0.shuffle.mem", "FAIL 1 mismatches (conv 0, requant 0, add 0, shuffle 1)"),
+])
+def test_dpi_testbench_fails_on_a_corrupted_expected_file(dpi_testbench, tmp_path, file, message):
+    """The same binary run in a copy of the ops' files with one output value changed."""
     result, exe = dpi_testbench
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    golden = copy_conv_files(tmp_path / "golden", "batch", "blocks.0.conv2")
-    corrupt_line(golden / "batch/blocks.0.conv2.out.mem", 7)
+    golden = copy_op_files(tmp_path / "golden", "batch", DPI_OPS)
+    corrupt_line(golden / file, 7)
     run = subprocess.run([str(exe)], cwd=golden, capture_output=True, text=True, timeout=TIMEOUT)
-    assert last_line(run, "fqsr_dpi_tb:") == "fqsr_dpi_tb: FAIL 1 mismatches"
+    assert last_line(run, "fqsr_dpi_tb:") == f"fqsr_dpi_tb: {message}"
