@@ -37,11 +37,13 @@ def im2col_row(x, img, oy, ox, k, stride):
 
 def plane_pair_twin(row, col, a_bits, a_signed, b_bits, b_signed):
     """sum_{m,p} s_m s_p 2^(m+p) #{k: bit m of row[k] and bit p of col[k]} (loop over bits)."""
+    row, col = np.array(row, dtype=np.int64), np.array(col, dtype=np.int64)
     total = 0
     for m in range(a_bits):
         for p in range(b_bits):
-            count = sum(((a >> m) & 1) & ((b >> p) & 1) for a, b in zip(row, col))  # >> of a negative int
-            weight = 1 << (m + p)                                                      # = two's complement bit
+            # >> of a negative int64 sign-extends: (v >> m) & 1 is bit m of its two's complement.
+            count = int((((row >> m) & 1) & ((col >> p) & 1)).sum())
+            weight = 1 << (m + p)
             if (a_signed and m == a_bits - 1) != (b_signed and p == b_bits - 1):
                 weight = -weight
             total += weight * count
@@ -78,7 +80,7 @@ def conv_case(draw):
 
 
 @given(conv_case())
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=60, deadline=None)
 def test_conv_kernel_matches_plane_pair_twin(case):
     x_bits, x_signed, w_bits, w_signed, (n, c, h, w, k, o, stride), seed = case
     rng = np.random.default_rng(seed)
@@ -153,3 +155,19 @@ def test_engine_reproduces_committed_vectors(vec_dir):
             if any(f.startswith(stem + ".") and f[len(stem) + 1:] in ("npy", "bin") for f in manifest["files"]):
                 want = find_array(vec_dir, manifest, stem)
                 assert got.dtype == want.dtype and np.array_equal(got, want), stem
+
+
+@pytest.mark.parametrize("c,k,o,h,w", [(64, 9, 3, 5, 7), (128, 3, 1, 4, 3), (64, 5, 7, 3, 1), (192, 1, 2, 2, 2)])
+def test_few_output_channels_pixel_kernel(monkeypatch, c, k, o, h, w):
+    """The row-of-pixels kernel (few outputs, stride 1, C a multiple of 64) at every width."""
+    monkeypatch.setattr(bitplane, "PIXELS_MIN_WIDTH", 1)
+    rng = np.random.default_rng(c + k + o)
+    for x_bits, x_signed, w_bits, w_signed in ((8, True, 8, True), (16, True, 3, False), (1, False, 16, True)):
+        x = codes(rng, (2, c, h, w), x_bits, x_signed)
+        wt = codes(rng, (o, c, k, k), w_bits, w_signed)
+        wt[:, :, 0, 0] = 0                                          # zero weight words are skipped
+        wt[:, :, -1, -1] = 0
+        wt[:, 0, -1, -1] = 1                                        # a plane word equal to 1
+        got = bitplane_conv2d(x, x_bits, x_signed, wt, w_bits, w_signed)
+        expected = conv_twin(x, x_bits, x_signed, wt, w_bits, w_signed, 1)
+        assert (got.astype(object) == expected).all()

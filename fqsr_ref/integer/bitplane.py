@@ -81,9 +81,15 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     return packed.view("<u8").astype(np.uint64, copy=False).reshape(bits, r, n_words)
 
 
+# Few output channels: from this output width (stride 1, C a multiple of 64) the kernel
+# that vectorises across a row's output pixels is used, else the word-innermost one.
+PIXELS_MIN_WIDTH = 16
 # Threads for the kernels: 1 unless FQSR_BITPLANE_THREADS says otherwise. On a machine whose
 # other cores are busy, extra threads only add contention (tools/bench_bitplane.py).
 THREADS_ENV = "FQSR_BITPLANE_THREADS"
+# Longest row: its popcount per plane pair (<= row bits) fits the int32 counters, and
+# |acc| <= row bits * 2^(16 + 16) (16-bit operands) fits int64.
+MAX_ROW_BITS = 1 << 30
 # Output pixels per parallel chunk: each chunk allocates its row and count buffers once.
 CHUNK_PIXELS = 256
 
@@ -122,17 +128,18 @@ def _gather_row(xp, img, iy0, ix0, k, c_bits, row):
                 continue
             pos = (ky * k + kx) * c_bits
             word, bit = pos >> 6, pos & 63
-            for m in range(n_a):
-                src = xp[m, img, iy, ix]
-                if bit == 0:
+            if bit == 0:
+                for m in range(n_a):
                     for c in range(cw):
-                        row[m, word + c] |= src[c]
-                else:
-                    lo, hi = np.uint64(bit), np.uint64(64 - bit)
+                        row[m, word + c] |= xp[m, img, iy, ix, c]
+            else:
+                lo, hi = np.uint64(bit), np.uint64(64 - bit)
+                for m in range(n_a):
                     for c in range(cw):
-                        row[m, word + c] |= src[c] << lo
+                        v = xp[m, img, iy, ix, c]
+                        row[m, word + c] |= v << lo
                         if word + c + 1 < nw:
-                            row[m, word + c + 1] |= src[c] >> hi
+                            row[m, word + c + 1] |= v >> hi
 
 
 @njit(parallel=True, cache=True)
@@ -210,9 +217,57 @@ def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, n_chunks, o
                 out[q, j] = acc
 
 
+@njit(parallel=True, cache=True)
+def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, out):
+    """Bit-plane conv, output pixels of a row innermost (vectorised): for few output
+    channels, stride 1 and C a multiple of 64, where a row word is a whole pixel word.
+
+    xq: uint64 (A, N, H, CW, W), the pixel words with x last (contiguous); b: uint64
+    (B, O, NW) weight rows; out: int64 (N * h_out * w_out, O), written. Per output row,
+    channel and plane pair, the popcounts over all taps and words are summed in int32
+    counters (one per output pixel), then weighted once by pair_w[m, p].
+    """
+    n_a, n_img, h, cw, w = xq.shape
+    n_b, n_o, nw = b.shape
+    for line in prange(n_img * h_out):
+        img, oy = divmod(np.int64(line), h_out)        # prange's index may be unsigned
+        cnt = np.empty(w_out, dtype=np.int32)
+        acc = np.zeros((n_o, w_out), dtype=np.int64)
+        for j in range(n_o):
+            for m in range(n_a):
+                for p in range(n_b):
+                    cnt[:] = 0
+                    for ky in range(k):
+                        iy = oy + ky - pad
+                        if iy < 0 or iy >= h:
+                            continue
+                        for kx in range(k):
+                            shift = kx - pad                 # input x = output x + shift
+                            lo, hi = max(0, -shift), min(w_out, w - shift)
+                            for c in range(cw):
+                                bw = b[p, j, (ky * k + kx) * cw + c]
+                                if bw == 0:
+                                    continue
+                                # Slices indexed from 0: no negative-index handling, so it vectorises.
+                                src = xq[m, img, iy, c, lo + shift:hi + shift]
+                                dst = cnt[lo:hi]
+                                for i in range(hi - lo):
+                                    dst[i] += np.int32(popcount64(src[i] & bw))
+                    s = pair_w[m, p]
+                    for ox in range(w_out):
+                        acc[j, ox] += s * cnt[ox]
+        base = line * w_out
+        for ox in range(w_out):
+            for j in range(n_o):
+                out[base + ox, j] = acc[j, ox]
+
+
 def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w) -> np.ndarray:
     """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> int64 (pixels, O)."""
     n_b, n_o, nw = w_rows.shape
+    if WORD_BITS * nw > MAX_ROW_BITS:
+        raise ValueError(f"bitplane: a row of {nw} words exceeds {MAX_ROW_BITS // WORD_BITS} "
+                         "(the int32 plane-pair counters and int64 accumulators would overflow)")
     n_pix = xp.shape[1] * h_out * w_out
     out = np.empty((n_pix, n_o), dtype=np.int64)
     if n_pix == 0 or n_o == 0:
@@ -225,6 +280,9 @@ def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w) -> np
         if n_o >= WIDE_MIN_COLUMNS:
             _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out,
                           np.ascontiguousarray(w_rows.transpose(2, 0, 1)), pair_w, n_chunks, out)
+        elif stride == 1 and c_bits % WORD_BITS == 0 and w_out >= PIXELS_MIN_WIDTH:
+            _conv_pixels(np.ascontiguousarray(xp.transpose(0, 1, 2, 4, 3)), k, pad, h_out, w_out,
+                         np.ascontiguousarray(w_rows), pair_w, out)
         else:
             _conv_words(xp, c_bits, k, stride, pad, h_out, w_out,
                         np.ascontiguousarray(w_rows), pair_w, n_chunks, out)
