@@ -206,7 +206,8 @@ def prefetch_mode(source, steps: int) -> str:
 
 
 def _die_with_parent(parent_pid: int):
-    """In the sampling process: be killed when the trainer dies, even by kill -9.
+    """In the sampling process: be killed when the trainer dies, even by kill -9;
+    leave Ctrl-C to the trainer.
 
     Otherwise the worker, blocked on a pipe whose write end it inherited, would
     live on and keep the --out directory's lock (also inherited), so that
@@ -214,6 +215,9 @@ def _die_with_parent(parent_pid: int):
     """
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    # Ctrl-C reaches the whole process group: the trainer handles it (one line)
+    # and stops the worker, which must not print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if os.getppid() != parent_pid:   # the trainer died before prctl took effect
         os._exit(1)
 
