@@ -94,7 +94,7 @@ def _exit_code(argv):
     (["--bicubic", "--hr-dir", "EMPTY", "--scale", "2"], "no .png"),
     (["--bicubic", "--hr-dir", "HR", "--scale", "5"], "--scale must be one of 2, 3, 4"),
     (["--bicubic", "--hr-dir", "HR", "--scale", "two"], "invalid int"),
-    (["--hr-dir", "HR", "--scale", "2"], "--checkpoint --bicubic is required"),
+    (["--hr-dir", "HR", "--scale", "2"], "--checkpoint --bicubic --weights is required"),
     (["--bicubic", "--scale", "2"], "HR folder is required"),
     (["--bicubic", "--checkpoint", "good.npz", "--hr-dir", "HR", "--scale", "2"], "not allowed"),
     (["--bicubic", "--self-ensemble", "--hr-dir", "HR", "--scale", "2"], "applies to a model"),
