@@ -167,6 +167,50 @@ def test_cocotb_test_fails_with_a_wrong_tie_rule(tmp_path):
 
 # ---- Verilator: the DPI-C golden model -------------------------------------------------------
 
+def c_prototypes():
+    """{name: (result, [(direction, type, is_array, name)])} from tools/cport/fqsr_ops.h."""
+    text = re.sub(r"/\*.*?\*/", " ", (ROOT / "tools" / "cport" / "fqsr_ops.h").read_text(), flags=re.S)
+    out = {}
+    for res, name, args in re.findall(r"(long long|int|void)\s+(fqsr_\w+)\(([^)]*)\);", text):
+        params = []
+        for arg in " ".join(args.split()).split(", "):
+            found = re.fullmatch(r"(const )?(long long|int) (\*)?(\w+)", arg)
+            assert found, arg
+            const, ctype, star, pname = found.groups()
+            params.append(("input" if const or not star else "output", ctype, bool(star), pname))
+        out[name] = (res, params)
+    return out
+
+
+def sv_imports():
+    """The same from the import "DPI-C" lines of tools/hdl/fqsr_dpi*.svh."""
+    sv_c = {"longint": "long long", "int": "int", "void": "void"}
+    out = {}
+    for path in sorted(HDL.glob("fqsr_dpi*.svh")):
+        text = re.sub(r"//[^\n]*", " ", path.read_text())
+        for res, name, args in re.findall(r'import "DPI-C" (?:pure )?function (longint|int|void) (fqsr_\w+)'
+                                          r'\(([^)]*)\);', text):
+            params = []
+            for arg in " ".join(args.split()).split(", "):
+                found = re.fullmatch(r"(input|output) (longint|int) (\w+)(\[\w+\])?", arg)
+                assert found, arg
+                direction, svtype, pname, dims = found.groups()
+                params.append((direction, sv_c[svtype], dims is not None, pname))
+            assert name not in out, f"{name} imported twice"
+            out[name] = (sv_c[res], params)
+    return out
+
+
+def test_dpi_imports_match_the_c_header():
+    """Every function of fqsr_ops.h is imported once, with the same result, argument names,
+    types, directions (const pointer = input array, pointer = output array) and order: what
+    a simulator's DPI-C needs, checked without one."""
+    c, sv = c_prototypes(), sv_imports()
+    assert len(c) == 16 and sorted(sv) == sorted(c)
+    for name in c:
+        assert sv[name] == c[name], name
+
+
 @pytest.fixture(scope="module")
 def dpi_testbench(tmp_path_factory):
     """make dpi on the kit set: builds the Verilator testbench (once) and runs it."""
@@ -177,6 +221,7 @@ def dpi_testbench(tmp_path_factory):
     return result, build / "build" / "dpi" / "obj_dir" / "fqsr_dpi_tb"
 
 
+@pytest.mark.slow
 def test_dpi_golden_model_under_verilator(dpi_testbench):
     """The imports of fqsr_dpi*.svh link to fqsr_ops.c, agree with fqsr_ops.h (make dpi checks
     the prototypes Verilator derives), and the functions reproduce a conv's accumulators,
@@ -186,6 +231,7 @@ def test_dpi_golden_model_under_verilator(dpi_testbench):
     assert last_line(result, "fqsr_dpi_tb:") == "fqsr_dpi_tb: PASS conv 481, requant 240, add 240, shuffle 960 values"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("file,message", [
     ("batch/blocks.0.conv2.out.mem", "FAIL 1 mismatches (conv 1, requant 0, add 0, shuffle 0)"),
     ("batch/blocks.0.conv1.in.mem", "FAIL 1 mismatches (conv 0, requant 1, add 0, shuffle 0)"),
