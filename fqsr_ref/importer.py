@@ -153,13 +153,15 @@ def up_factors(scale):
 def edsr_scale(tensors, key, c, x4_key):
     """Scale from an EDSR upsampler: the first conv has 4C (x2, x4 with a second
     conv at x4_key) or 9C (x3) outputs."""
-    n_out = tensors[key].shape[0] if key in tensors else None
+    if key not in tensors:
+        raise ValueError(f"missing key {key} (the upsampler)")
+    n_out = tensors[key].shape[0]
     if n_out == 9 * c:
         return 3
     if n_out == 4 * c:
         return 4 if x4_key in tensors else 2
-    raise ValueError(f"{key} has shape {tensors[key].shape if key in tensors else None}: not the "
-                     f"first conv of an x2, x3 or x4 upsampler for {c} channels")
+    raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}: not the first conv of an x2, "
+                     f"x3 or x4 upsampler for {c} channels")
 
 
 def edsr_entries(c, blocks, scale, basicsr):

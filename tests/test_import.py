@@ -333,6 +333,9 @@ def test_key_errors_name_the_key(tmp_path):
     assert "another rgb_mean" in refusal(variant("e.safetensors", sub_mean__bias=-255 * np.array([0.5, 0.5, 0.5])))
     assert "rgb_std" in refusal(variant("f.safetensors", add_mean__weight=2 * np.eye(3).reshape(3, 3, 1, 1)))
     assert "an x2 model" in refusal(variant("g.safetensors"), scale=4)
+    assert "missing key tail.0.0.weight" in refusal(variant("j.safetensors", tail__0__0__weight=None))
+    msg = refusal(variant("k.safetensors", tail__0__0__weight=np.zeros((8, 4, 3, 3))))
+    assert "tail.0.0.weight has shape (8, 4, 3, 3): not the first conv" in msg
     assert "--rgb-range 1" in refusal(variant("h.safetensors"), rgb_range=1.0)
     q = variant("i.safetensors", **{"head__0__quant_weight__clip_val": np.ones(1)})
     assert "full-precision checkpoint" in refusal(q)
