@@ -379,3 +379,14 @@ def test_evaluate_command_line(tmp_path, capsys):
     assert evaluate.main(["--weights", str(bad), "--hr-dir", str(hr_dir), "--scale", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err and "tail.1.bias" in err
+
+
+def test_torch_mean_shift_is_for_float_models(tmp_path):
+    """A quantized EDSR reads the image codes: its head always folds the mean (SPEC 5.1)."""
+    from fqsr_ref.models import quantize_model
+
+    imported = importer.import_weights(save(tmp_path, edsr_state_dict(np.random.default_rng(6), 4, 1, 2)))
+    cfg = imported.config.with_bits("8/8/8")
+    params, state = quantize_model(imported.params, imported.state, cfg)
+    with pytest.raises(ValueError, match="float model only"):
+        sr_forward(Pass(params, state, cfg, torch_mean_shift=True), cfg, np.zeros((1, 3, 4, 4)))
