@@ -83,6 +83,23 @@ def test_verilator_runs_the_same_testbench(tmp_path):
                                                   "partials (1 x 8 x 16x16, 8-bit x 4-bit)")
 
 
+@pytest.mark.slow
+def test_icarus_testbench_on_16_bit_codes_and_int64_accumulators(tmp_path):
+    """The 16/16/16 corner model's kit, written here: 16 x 16 plane pairs, 38-bit accumulators
+    beyond int32, and the 8-bit unsigned image against 16-bit weights in the head."""
+    need_icarus()
+    kit = tmp_path / "kit16"
+    made = subprocess.run([sys.executable, "-m", "fqsr_ref.vectors", "--corner", "16/16/16", "--hdl", "--awkward",
+                           "--out", str(kit)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    assert "localparam integer ACC_BITS = 38;" in (kit / "batch" / "blocks.0.conv2.svh").read_text()
+    for conv, expect in [("blocks.0.conv2", "256 plane partials (2 x 8 x 5x3, 16-bit x 16-bit)"),
+                         ("head", "128 plane partials (2 x 8 x 5x3, 8-bit x 16-bit)")]:
+        result = make(tmp_path, "STIMULUS=batch", f"CONV={conv}", set_dir=kit)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert last_line(result, "fqsr_conv_tb:") == f"fqsr_conv_tb: PASS 240 accumulators, 240 codes, {expect}"
+
+
 def test_icarus_testbench_fails_with_a_wrong_tie_rule(tmp_path):
     """Half away from zero instead of half up: only the negative ties differ, and fail."""
     need_icarus()
