@@ -1,14 +1,22 @@
 """The C99 port (tools/cport) built with the system compiler: every layer of every
-vector set must pass the verifier, which proves SPEC + vectors are enough for a port."""
+vector set must pass the verifier, which proves SPEC + vectors are enough for a port;
+and its per-op library (fqsr_ops.c, the DPI-C golden model) against Python twins."""
+import ctypes
 import io
+import os
 import shutil
 import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from fqsr_ref import vectors as V
+from fqsr_ref.integer.bitplane import bitplane_partials
+from fqsr_ref.integer.engine_plain import int_conv2d_exact
 from fqsr_ref.models import preset
 from fqsr_ref.verify import EXIT_FAIL, EXIT_PASS, verify
 
@@ -197,16 +205,6 @@ def test_port_runs_the_reduced_set(port_binary, tmp_path):
 
 
 # ---- the per-op library (fqsr_ops.c, also the DPI-C golden model) against Python twins --------
-
-import ctypes  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-
-from hypothesis import given, settings, strategies as st  # noqa: E402
-
-from fqsr_ref.integer.bitplane import bitplane_partials  # noqa: E402
-from fqsr_ref.integer.engine_plain import int_conv2d_exact  # noqa: E402
 
 INVALID = -2 ** 63
 I64_MAX = 2 ** 63 - 1
