@@ -11,9 +11,9 @@ from other processes falls on all of them alike. Prints:
      integer plain / the full-precision float32 forward (the project's np.matmul-based
      conv); integer plain / np.matmul alone on the same conv GEMM shapes (a floor);
   2. bit-plane engine / plain engine (fqsr_ref.integer.run_image, engine "bitplane");
-  3. peak memory above the model per LR pixel of the integer plain engine (ru_maxrss
-     in a fresh subprocess, minus its value after the model is built and warmed up and
-     the peak reset to the current RSS through /proc/self/clear_refs),
+  3. peak memory above the model per LR pixel of the integer plain engine (the peak
+     RSS of a fresh subprocess, minus its value after the model is built and warmed up
+     and the peak reset to the current RSS through /proc/self/clear_refs; see peak_rss),
      whole image, at two sizes, and the estimate fqsr_ref.integer.tiling uses;
   4. one DIV2K-sized LR image (1020x678): time and peak, whole and in 256-pixel tiles;
   5. the training step figures of tools/bench_train.py (train_step_figures).
@@ -123,6 +123,21 @@ def speed(size, repeats, with_bitplane):
     return best
 
 
+def peak_rss():
+    """Peak RSS of this process in bytes: VmHWM of /proc/self/status where there is one
+    (reset by clear_refs), else ru_maxrss. ru_maxrss alone is not enough in a child:
+    Linux keeps the parent's RSS at fork in it (signal_struct maxrss survives exec), so a
+    child of a large parent reports the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child_memory(h, w, tile):
     """In a fresh process: peak RSS above the built, warmed-up model of one run."""
     _, _, _, model = build()
@@ -133,11 +148,11 @@ def child_memory(h, w, tile):
             f.write("5")
     except OSError:
         pass
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = peak_rss()
     t0 = time.perf_counter()
     _, used = run_image(model, lr, "plain", tile=tile)
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps(dict(above=peak - base, seconds=seconds, tile=used,
                           estimate=estimate_bytes(model, h, w))))
 
@@ -162,6 +177,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, fewer repeats (2-3 minutes)")
     p.add_argument("--no-trainer", action="store_true", help="skip the training step figures")
+    p.add_argument("--memory-only", action="store_true", help="only the memory and DIV2K figures")
     p.add_argument("--child-memory", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)
     p.add_argument("--tile", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -173,8 +189,9 @@ def main(argv=None):
     print(f"SRResNet x2 8/8/8, 16 blocks, 64 channels; OPENBLAS_NUM_THREADS="
           f"{os.environ.get('OPENBLAS_NUM_THREADS')}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f} at start")
-    t = speed(size, repeats, with_bitplane=True)
-    rows = [
+    rows = []
+    t = None if args.memory_only else speed(size, repeats, with_bitplane=True)
+    rows += [] if t is None else [
         (f"integer plain engine, LR {size}x{size}", f"{t['plain']:.2f} s", ""),
         ("  / float32 fake-quant forward", f"{t['plain'] / t['fakequant']:.2f} "
          f"({t['fakequant']:.2f} s)", "<= 1.0"),
@@ -201,7 +218,7 @@ def main(argv=None):
     width = max(len(r[0]) for r in rows)
     for name, value, target in rows:
         print(f"{name.ljust(width)}  {value}" + (f"   (target {target})" if target else ""))
-    if not args.no_trainer:
+    if not (args.no_trainer or args.memory_only):
         f = trainer(args.quick)
         if isinstance(f, str):
             print(f"training step figures: {f}")
