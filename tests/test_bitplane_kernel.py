@@ -171,3 +171,23 @@ def test_few_output_channels_pixel_kernel(monkeypatch, c, k, o, h, w):
         got = bitplane_conv2d(x, x_bits, x_signed, wt, w_bits, w_signed)
         expected = conv_twin(x, x_bits, x_signed, wt, w_bits, w_signed, 1)
         assert (got.astype(object) == expected).all()
+
+
+@pytest.mark.parametrize("bits,signed,dtype,k", [(8, True, np.int8, 64), (8, False, np.uint8, 3), (12, True, np.int8, 130),
+                                                 (12, False, np.uint8, 65), (16, True, np.int16, 200),
+                                                 (16, False, np.int32, 1), (1, False, np.uint8, 127)])
+def test_pack_planes_matches_bit_loop(bits, signed, dtype, k):
+    """Bit b of word w of plane m, row r = bit m of the two's complement of codes[r, 64 w + b]."""
+    rng = np.random.default_rng(bits * k)
+    lo, hi = code_range(bits, signed)
+    info = np.iinfo(dtype)
+    c = rng.integers(max(lo, info.min), min(hi, info.max) + 1, size=(3, k)).astype(dtype)
+    c[0, 0] = max(lo, info.min)
+    planes = pack_planes(c, bits, signed)
+    assert planes.dtype == np.uint64 and planes.shape == (bits, 3, -(-k // 64))
+    for m in range(bits):
+        for r in range(3):
+            for w in range(planes.shape[2]):
+                expected = sum((((int(c[r, 64 * w + b]) & ((1 << bits) - 1)) >> m) & 1) << b
+                               for b in range(min(64, k - 64 * w)))
+                assert int(planes[m, r, w]) == expected, (m, r, w)

@@ -69,16 +69,32 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
         raise ValueError(f"pack_planes: expected codes (R, K), got {getattr(codes, 'shape', type(codes))}")
     check_codes("pack_planes", codes, bits, signed)
     r, k = codes.shape
-    n_words = -(-k // WORD_BITS)
-    if 8 * codes.dtype.itemsize < bits:      # e.g. 12-bit codes held in int8: sign-extend first
-        codes = codes.astype(np.int32)
-    # The unsigned view of a signed code at least `bits` wide holds its two's complement pattern.
-    # Contiguous rows first: a transposed NHWC view would make packbits stride across memory.
-    pattern = np.ascontiguousarray(codes).view(np.dtype(f"u{codes.dtype.itemsize}"))
-    packed = np.zeros((bits, r, 8 * n_words), dtype=np.uint8)     # little-endian bytes of the words
-    for m in range(bits):
-        packed[m, :, :-(-k // 8)] = np.packbits((pattern & (1 << m)) != 0, axis=-1, bitorder="little")
-    return packed.view("<u8").astype(np.uint64, copy=False).reshape(bits, r, n_words)
+    out = np.empty((bits, r, -(-k // WORD_BITS)), dtype=np.uint64)
+    _pack_rows(np.ascontiguousarray(codes), bits, out)
+    return out
+
+
+@njit(cache=True)
+def _pack_rows(codes, bits, out):
+    """out[m, r, w] = sum_b bit m of codes[r, 64 w + b] << b (zeros past K).
+
+    A code is widened to int64 first (sign extension for signed dtypes), whose bits
+    0..bits-1 are the two's complement pattern whatever dtype holds the code.
+    """
+    n_rows, k = codes.shape
+    n_words = out.shape[2]
+    one = np.uint64(1)
+    for r in range(n_rows):
+        row = codes[r]
+        for w in range(n_words):
+            first = w * 64
+            count = min(k - first, 64)
+            for m in range(bits):
+                shift = np.uint64(m)
+                word = np.uint64(0)
+                for b in range(count):
+                    word |= ((np.uint64(np.int64(row[first + b])) >> shift) & one) << np.uint64(b)
+                out[m, r, w] = word
 
 
 # Few output channels: from this output width (stride 1, C a multiple of 64) the kernel
