@@ -18,7 +18,7 @@ from other processes falls on all of them alike. Prints:
   4. one DIV2K-sized LR image (1020x678): time and peak, whole and in 256-pixel tiles;
   5. the training step figures of tools/bench_train.py (train_step_figures).
 
---quick: LR 128x128 for the ratios, 192/256 for memory, no DIV2K run, quick trainer
+--quick: LR 128x128 for the ratios, 256/384 for memory, no DIV2K run, quick trainer
 figures (about 2-3 minutes on 2 loaded cores); the full run takes about 10 minutes.
 """
 import argparse
@@ -200,7 +200,7 @@ def main(argv=None):
         (f"bit-plane engine / plain engine, LR {size}x{size}",
          f"{t['bitplane_bp'] / t['plain_bp']:.2f} ({t['bitplane_bp']:.2f} s)", "<= 3"),
     ]
-    sizes = (192, 256) if args.quick else (256, 512)
+    sizes = (256, 384) if args.quick else (256, 512)
     mem = [memory(s, s) for s in sizes]
     for s, m in zip(sizes, mem):
         rows.append((f"peak above the model, integer plain, LR {s}x{s}",

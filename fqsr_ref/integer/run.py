@@ -18,8 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .engine_plain import ConvPlan, prepare_conv
-from .engine_plain import conv_strips
+from .engine_plain import ConvPlan, conv_strips, prepare_conv
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from .requant import add_fused, check_fused_requant, code_dtype, requantize_conv, requantize_fused
 
@@ -27,8 +26,8 @@ ENGINES = ("plain", "bitplane")
 
 
 class Prepared(NamedTuple):
-    """A model ready to run: per op its conv plan (or None) and the last op index
-    reading each tensor (when it can be freed)."""
+    """A model ready to run: each conv's plan, the last op reading each tensor (after
+    which it is freed), and the convs whose int64 bound is checked on the data."""
     model: IntModel
     plans: dict         # conv op name -> ConvPlan
     last_use: dict      # tensor name -> index of the last op reading it
@@ -105,9 +104,9 @@ def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
         _check_strip(op, acc)
     y = np.empty(acc.shape, dtype=code_dtype(out_t.qmin, out_t.qmax))
     zero = np.zeros(acc.shape[-1], np.int64)
-    for i in range(acc.shape[0]):
-        requantize_conv(np.ascontiguousarray(acc[i]), zero, (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift,
-                        op.neg_sign), out_t.qmin, out_t.qmax, y[i])
+    pos, neg = (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift, op.neg_sign)
+    for i in range(acc.shape[0]):   # the bias is in acc already
+        requantize_conv(np.ascontiguousarray(acc[i]), zero, pos, neg, out_t.qmin, out_t.qmax, y[i])
     return y
 
 

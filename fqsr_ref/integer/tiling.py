@@ -76,7 +76,7 @@ def estimate_bytes(model: IntModel, height: int, width: int, engine: str = "plai
             o, c, k, _ = op.weight.shape
             size = px * o * _itemsize(out_t)
             if engine == "plain":
-                work = 2 * STRIP_BYTES
+                work = 3 * STRIP_BYTES
             else:
                 words = -(-c // 64)
                 work = px * (in_t.bits * words * (k * k + 1) * 8 + 3 * 8 * o + 2 * c * _itemsize(in_t))
