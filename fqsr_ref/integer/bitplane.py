@@ -100,19 +100,22 @@ def _pack_rows(codes, bits, out):
 # Few output channels: from this output width (stride 1, C a multiple of 64) the kernel
 # that vectorises across a row's output pixels is used, else the word-innermost one.
 PIXELS_MIN_WIDTH = 16
-# Threads for the kernels: 1 unless FQSR_BITPLANE_THREADS says otherwise. On a machine whose
-# other cores are busy, extra threads only add contention (tools/bench_bitplane.py).
+# Threads for the kernels: FQSR_BITPLANE_THREADS, else every thread Numba has (its default:
+# the cores). Measured on 2 cores (tools/bench_bitplane.py): 2 threads beat 1 idle (0.57x
+# the time) and with one or two busy loops on the machine (0.67-0.85x).
 THREADS_ENV = "FQSR_BITPLANE_THREADS"
+# Output pixels per parallel chunk: each chunk allocates its row and count buffers once.
+CHUNK_PIXELS = 256
 # Longest row: its popcount per plane pair (<= row bits) fits the int32 counters, and
 # |acc| <= row bits * 2^(16 + 16) (16-bit operands) fits int64.
 MAX_ROW_BITS = 1 << 30
-# Output pixels per parallel chunk: each chunk allocates its row and count buffers once.
-CHUNK_PIXELS = 256
 
 
 def kernel_threads() -> int:
-    """Threads the bit-plane kernels use: $FQSR_BITPLANE_THREADS (default 1), at most Numba's."""
-    raw = os.environ.get(THREADS_ENV, "1")
+    """Threads the bit-plane kernels use: $FQSR_BITPLANE_THREADS (default: Numba's), at most Numba's."""
+    raw = os.environ.get(THREADS_ENV, "")
+    if not raw:
+        return numba.config.NUMBA_NUM_THREADS
     try:
         n = int(raw)
     except ValueError:
