@@ -356,8 +356,9 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
                 rate = done / max(now, 1e-9)
                 left = (opts.steps - step - 1) / max(rate, 1e-9)
                 parts = " ".join(f"{k} {v:.5f}" for k, v in losses.items() if k != "total")
-                log(f"{opts.stage} step {step + 1}/{opts.steps}  loss {losses['total']:.5f} ({parts})  "
-                    f"lr {lr_now:.2e}  {rate:.2f} steps/s  left {format_duration(left)}")
+                log(f"{opts.stage} step {step + 1}/{opts.steps}  "
+                    f"loss {losses['total']:.5f} ({parts})  lr {lr_now:.2e}  "
+                    f"{rate:.2f} steps/s  left {format_duration(left)}")
             if (step + 1) % opts.checkpoint_every == 0 or step + 1 == opts.steps:
                 last = checkpoint(step + 1)
             if stop_after is not None and done >= stop_after:

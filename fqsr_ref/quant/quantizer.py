@@ -198,7 +198,8 @@ def quantize_forward(v, interval, spec, name="v"):
     interval_value, interval_shape, interval_dtype = _interval_scalar(interval, dtype, where)
     if spec.bits == IDENTITY_BITS:
         if np.isnan(v).any():
-            raise ValueError(f"{where}: v contains {int(np.isnan(v).sum())} NaN of {v.size} elements")
+            raise ValueError(f"{where}: v contains {int(np.isnan(v).sum())} NaN of "
+                             f"{v.size} elements")
         qv = v.copy()
         return qv, None, QuantCache(v, qv, interval_value, interval_shape, interval_dtype, spec)
     n, _, _ = levels(spec)
