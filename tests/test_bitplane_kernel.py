@@ -135,7 +135,9 @@ def test_threads_setting(monkeypatch):
         with pytest.raises(ValueError, match=THREADS_ENV):
             bitplane_conv2d(x, 8, True, w, 8, True)
     monkeypatch.delenv(THREADS_ENV)
-    assert kernel_threads() == numba.config.NUMBA_NUM_THREADS      # default: every Numba thread
+    assert kernel_threads() == 1
+    monkeypatch.setenv(THREADS_ENV, "2")
+    assert kernel_threads() == min(2, numba.config.NUMBA_NUM_THREADS)
     assert os.environ.get(THREADS_ENV) is None
 
 

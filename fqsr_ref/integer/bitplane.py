@@ -100,9 +100,9 @@ def _pack_rows(codes, bits, out):
 # Few output channels: from this output width (stride 1, C a multiple of 64) the kernel
 # that vectorises across a row's output pixels is used, else the word-innermost one.
 PIXELS_MIN_WIDTH = 16
-# Threads for the kernels: FQSR_BITPLANE_THREADS, else every thread Numba has (its default:
-# the cores). Measured on 2 cores (tools/bench_bitplane.py): 2 threads beat 1 idle (0.57x
-# the time) and with one or two busy loops on the machine (0.67-0.85x).
+# Threads for the kernels: 1 unless FQSR_BITPLANE_THREADS asks for more. On the 2 shared
+# cores (tools/bench_bitplane.py) 2 threads took 0.57x the time of 1 when idle, but under
+# other processes' load they ranged from 0.67x to 1.7x: 1 is never the slow choice.
 THREADS_ENV = "FQSR_BITPLANE_THREADS"
 # Output pixels per parallel chunk: each chunk allocates its row and count buffers once.
 CHUNK_PIXELS = 256
@@ -112,10 +112,10 @@ MAX_ROW_BITS = 1 << 30
 
 
 def kernel_threads() -> int:
-    """Threads the bit-plane kernels use: $FQSR_BITPLANE_THREADS (default: Numba's), at most Numba's."""
+    """Threads the bit-plane kernels use: $FQSR_BITPLANE_THREADS (default 1), at most Numba's."""
     raw = os.environ.get(THREADS_ENV, "")
     if not raw:
-        return numba.config.NUMBA_NUM_THREADS
+        return 1
     try:
         n = int(raw)
     except ValueError:
