@@ -193,3 +193,21 @@ def test_pack_planes_matches_bit_loop(bits, signed, dtype, k):
                 expected = sum((((int(c[r, 64 * w + b]) & ((1 << bits) - 1)) >> m) & 1) << b
                                for b in range(min(64, k - 64 * w)))
                 assert int(planes[m, r, w]) == expected, (m, r, w)
+
+
+def test_channels_last_entry_point():
+    """bitplane_conv2d_nhwc == bitplane_conv2d transposed, every grid, dtype included."""
+    rng = np.random.default_rng(11)
+    for x_bits, x_grid, w_bits, w_grid, stride in ((8, "signed", 8, "signed", 1), (4, "dorefa", 3, "dorefa", 2),
+                                                   (16, "signed", 16, "signed", 1), (2, "unsigned", 5, "dorefa", 1)):
+        x = codes(rng, (2, 5, 6, 7), x_bits, x_grid == "signed")
+        w = codes(rng, (9, 5, 3, 3), w_bits, w_grid == "signed")
+        bias = rng.integers(-1000, 1000, size=9).astype(np.int32)
+        kw = dict(x_dorefa=x_grid == "dorefa", w_dorefa=w_grid == "dorefa")
+        args = (x_bits, x_grid == "signed", w, w_bits, w_grid == "signed", bias, stride)
+        nchw = bitplane_conv2d(x, *args, **kw)
+        nhwc = bitplane.bitplane_conv2d_nhwc(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), *args, **kw)
+        assert nhwc.dtype == nchw.dtype and nchw.flags.c_contiguous
+        np.testing.assert_array_equal(nhwc.transpose(0, 3, 1, 2), nchw)
+    with pytest.raises(ValueError, match=r"\(N, H, W, C\)"):
+        bitplane.bitplane_conv2d_nhwc(x[0], *args)

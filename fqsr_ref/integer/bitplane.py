@@ -432,15 +432,38 @@ def bitplane_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
 
     x_codes: integer (N, C, H, W); w_codes: integer (O, C, K, K), K odd; bias:
     int32 (O,) or None. Returns (N, O, H_out, W_out), bit-identical to
-    int_conv2d (same dtype).
-
-    The channels of each pixel are packed once (`pack_planes` of the NHWC pixel rows);
-    the kernel builds each output pixel's im2col row from them: K * K * C bits, bit
-    (ky * K + kx) * C + c, so that a 3-channel layer fills whole words. A tap outside
-    the image is code 0. Weights are packed in the same order (SPEC 6.7).
+    int_conv2d (same dtype). `bitplane_conv2d_nhwc` is the same on channels-last
+    arrays, without the layout copies.
     """
-    pad, h_out, w_out = conv_geometry("bitplane_conv2d", x_codes, w_codes, stride)
-    n, c, h, w = x_codes.shape
+    conv_geometry("bitplane_conv2d", x_codes, w_codes, stride)
+    acc, dtype = _conv_nhwc(x_codes.transpose(0, 2, 3, 1), x_bits, x_signed, w_codes, w_bits, w_signed,
+                            bias, stride, x_dorefa, w_dorefa)
+    return acc.transpose(0, 3, 1, 2).astype(dtype, order="C")
+
+
+def bitplane_conv2d_nhwc(x_codes: np.ndarray, x_bits: int, x_signed: bool,
+                         w_codes: np.ndarray, w_bits: int, w_signed: bool,
+                         bias: np.ndarray | None = None, stride: int = 1,
+                         *, x_dorefa: bool = False, w_dorefa: bool = False) -> np.ndarray:
+    """`bitplane_conv2d` on channels-last codes: x (N, H, W, C) -> (N, H_out, W_out, O).
+
+    w_codes stays (O, C, K, K). The channels of each pixel are packed once (`pack_planes`
+    of the NHWC pixel rows; a C-contiguous x is read in place); the kernel builds each
+    output pixel's im2col row from them: K * K * C bits, bit (ky * K + kx) * C + c, so that
+    a 3-channel layer fills whole words. A tap outside the image is code 0. Weights are
+    packed in the same order (SPEC 6.7).
+    """
+    acc, dtype = _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, stride,
+                            x_dorefa, w_dorefa)
+    return acc.astype(dtype)
+
+
+def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, stride, x_dorefa, w_dorefa):
+    """The accumulators (N, H_out, W_out, O) in int64 and the dtype they are returned in."""
+    if not isinstance(x_codes, np.ndarray) or x_codes.ndim != 4:
+        raise ValueError(f"bitplane_conv2d: expected x (N, H, W, C), got {getattr(x_codes, 'shape', None)}")
+    pad, h_out, w_out = conv_geometry("bitplane_conv2d", x_codes.transpose(0, 3, 1, 2), w_codes, stride)
+    n, h, w, c = x_codes.shape
     o, _, k, _ = w_codes.shape
     b = check_bias("bitplane_conv2d", bias, o)
     x_aff = _affine(x_bits, x_signed, x_dorefa)
@@ -449,30 +472,29 @@ def bitplane_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     check_codes("bitplane_conv2d w", w_codes, w_bits, w_signed)
     pair_w = np.outer(plane_weights(x_bits, x_signed), plane_weights(w_bits, w_signed))
 
-    xp = _pack_pixels(x_codes.transpose(0, 2, 3, 1), x_bits, x_signed)          # (A, N, H, W, CW)
+    xp = _pack_pixels(x_codes, x_bits, x_signed)                                   # (A, N, H, W, CW)
     w_rows = pack_planes(w_codes.transpose(0, 2, 3, 1).reshape(o, k * k * c), w_bits, w_signed)
-    dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w)
-    dot = dot.reshape(n, h_out, w_out, o).transpose(0, 3, 1, 2)
+    dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w).reshape(n, h_out, w_out, o)
 
     # Dorefa terms: sums over the valid (unpadded) positions of each window.
     x_window_sum = w_window_sum = count = None
     if w_aff[1]:
-        xs = x_codes.sum(axis=1, dtype=np.int64)                                   # (N, H, W)
+        xs = x_codes.sum(axis=3, dtype=np.int64)                                   # (N, H, W)
         x_window_sum = sum(_tap_view(xs, ky - pad, kx - pad, stride, h_out, w_out)
-                           for ky in range(k) for kx in range(k))[:, None]          # (N, 1, Ho, Wo)
+                           for ky in range(k) for kx in range(k))[..., None]        # (N, Ho, Wo, 1)
     if x_aff[1]:
         ones = np.ones((h, w), dtype=np.int64)
         valid = np.stack([_tap_view(ones, ky - pad, kx - pad, stride, h_out, w_out)
-                          for ky in range(k) for kx in range(k)])                   # (K*K, Ho, Wo)
+                          for ky in range(k) for kx in range(k)], axis=-1)          # (Ho, Wo, K*K)
         w_tap_sum = w_codes.sum(axis=1, dtype=np.int64).reshape(o, k * k)
-        w_window_sum = np.tensordot(w_tap_sum, valid, axes=(1, 0))                 # (O, Ho, Wo)
-        count = c * valid.sum(axis=0)                                               # (Ho, Wo)
+        w_window_sum = valid @ w_tap_sum.T                                          # (Ho, Wo, O)
+        count = c * valid.sum(axis=-1, keepdims=True)                               # (Ho, Wo, 1)
     acc = _affine_combine(dot, x_aff, w_aff, x_window_sum, w_window_sum, count)
     if b is not None:
-        acc = acc + b[None, :, None, None]
+        acc = acc + b
     bound = acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed, bias_bound(b),
                       a_dorefa=x_dorefa, w_dorefa=w_dorefa)
-    return acc.astype(acc_dtype(bound))
+    return acc, acc_dtype(bound)
 
 
 def _tap_view(x: np.ndarray, dy: int, dx: int, stride: int, h_out: int, w_out: int) -> np.ndarray:
