@@ -159,7 +159,8 @@ def train_step_figures(quick: bool = False) -> dict:
     """Seconds per training step (min of repeats) and the conv GEMM time, one run.
 
     Keys: tiny_float_s, tiny_888_s, tiny_sampling_s, full_float_s, full_888_s,
-    full_gemm_s, full_float_over_gemm, full_888_over_gemm.
+    full_gemm_s, full_float_over_gemm, full_888_over_gemm, load_average (the
+    machine's 1-minute load at the end: figures taken under load are slower).
     quick: fewer repeats (about 20 s instead of about a minute).
     """
     reuse_freed_memory()   # as train_stage does
@@ -185,6 +186,7 @@ def train_step_figures(quick: bool = False) -> dict:
     figures["tiny_sampling_s"] = sampling_seconds(tiny_float, 10 if quick else 30)
     figures["full_float_over_gemm"] = best["full_float_s"] / best["full_gemm_s"]
     figures["full_888_over_gemm"] = best["full_888_s"] / best["full_gemm_s"]
+    figures["load_average"] = os.getloadavg()[0]   # other processes on the machine
     return figures
 
 
@@ -193,7 +195,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args(argv)
     f = train_step_figures(args.quick)
-    print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
+    print(f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+          f"load average {f['load_average']:.1f} on {os.cpu_count()} cores")
     print(f"tiny step (EDSR x2 16 ch 2 blocks, batch 8 of 12x12): "
           f"float {1e3 * f['tiny_float_s']:.1f} ms, 8/8/8 {1e3 * f['tiny_888_s']:.1f} ms "
           f"(sampling a batch alone: {1e3 * f['tiny_sampling_s']:.1f} ms)")
