@@ -23,7 +23,7 @@ import os
 import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from multiprocessing import get_all_start_methods, get_context
 
@@ -146,8 +146,7 @@ class BatchStream:
     no batch and a resumed run sees the same ones. prefetch: "thread" (NumPy and
     BLAS release the GIL for most of a step, but sampling procedural images is
     mostly Python and holds it), "process" (a forked process samples on another
-    core; the source is pickled with every request, so only for small sources) or
-    None (sample in line). Use it as a context
+    core: _SamplingProcess) or None (sample in line). Use it as a context
     manager: leaving the block (normally, by an exception or a break) stops the
     worker.
     """
@@ -162,9 +161,7 @@ class BatchStream:
         if prefetch == "process":
             # fork: no re-import of the caller's __main__ (spawn would need the
             # caller to guard it), and a start in milliseconds
-            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
-                                            initializer=_die_with_parent,
-                                            initargs=(os.getpid(),))
+            self.pool = _SamplingProcess(source, opts, scale)
         else:
             self.pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
 
@@ -197,12 +194,74 @@ PROCESS_PREFETCH_STEPS = 200
 
 def prefetch_mode(source, steps: int) -> str:
     """How train_stage prefetches: a process for a long run on procedural images
-    (small to pickle, and their sampling holds the GIL) on Linux (fork, and a
+    (their sampling is mostly Python and holds the GIL) on Linux (fork, and a
     death signal for the worker: _die_with_parent), else a thread."""
     if (isinstance(source, ProceduralSource) and steps >= PROCESS_PREFETCH_STEPS
             and sys.platform.startswith("linux") and "fork" in get_all_start_methods()):
         return "process"
     return "thread"
+
+
+class _SamplingProcess:
+    """One forked process that samples batch_for_step(source, opts, scale, step) on
+    request, over a pipe: the source goes to it once (by the fork), then only step
+    numbers and batches travel, and the trainer runs no helper thread (a
+    ProcessPoolExecutor's would compete with its loop for the GIL). One request
+    at a time; submit(step).result() is the batch."""
+
+    def __init__(self, source, opts: StageOptions, scale: int):
+        ctx = get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_sampling_loop, daemon=True,
+                                   args=(child, source, opts, scale, os.getpid()))
+        self.process.start()
+        child.close()
+        self.pending = False
+
+    def submit(self, fn, source, opts, scale, step):
+        self.conn.send(step)
+        self.pending = True
+        return self
+
+    def result(self):
+        ok, value = self.conn.recv()
+        self.pending = False
+        if not ok:
+            raise value
+        return value
+
+    def shutdown(self, wait=True, cancel_futures=True):
+        try:
+            if self.pending:   # take the batch in flight, or the worker blocks sending it
+                self.conn.recv()
+            self.conn.send(None)
+        except (OSError, EOFError):   # the worker is already gone
+            pass
+        self.process.join(timeout=10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+
+
+def _sampling_loop(conn, source, opts, scale, parent_pid):
+    """The sampling process: a batch for every step number received, until None."""
+    _die_with_parent(parent_pid)
+    while True:
+        try:
+            step = conn.recv()
+        except EOFError:
+            return
+        if step is None:
+            return
+        try:
+            reply = (True, batch_for_step(source, opts, scale, step))
+        except Exception as exc:   # raised again in the trainer by result()
+            reply = (False, exc)
+        try:
+            conn.send(reply)
+        except OSError:   # the trainer closed its end
+            return
 
 
 def _die_with_parent(parent_pid: int):

@@ -200,7 +200,7 @@ def test_the_sampling_process_dies_with_a_killed_trainer(tmp_path):
         "stream = BatchStream(ProceduralSource(), StageOptions(steps=10, batch=1, patch=4), 2, 0,"
         " 'process')\n"
         "next(iter(stream))\n"
-        "print(*stream.pool._processes, flush=True)\n"
+        "print(stream.pool.process.pid, flush=True)\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n")
     # output to a file, not a pipe: a surviving worker would hold a pipe open
     out = tmp_path / "out.txt"
