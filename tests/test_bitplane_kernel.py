@@ -170,8 +170,9 @@ def test_few_output_channels_pixel_kernel(monkeypatch, c, k, o, h, w):
         wt[:, :, 0, 0] = 0                                          # zero weight words are skipped
         wt[:, :, -1, -1] = 0
         wt[:, 0, -1, -1] = 1                                        # a plane word equal to 1
-        got = bitplane_conv2d(x, x_bits, x_signed, wt, w_bits, w_signed)
-        expected = conv_twin(x, x_bits, x_signed, wt, w_bits, w_signed, 1)
+        bias = rng.integers(-(1 << 31), 1 << 31, size=o).astype(np.int32)
+        got = bitplane_conv2d(x, x_bits, x_signed, wt, w_bits, w_signed, bias)
+        expected = conv_twin(x, x_bits, x_signed, wt, w_bits, w_signed, 1) + bias.astype(object)[None, :, None, None]
         assert (got.astype(object) == expected).all()
 
 

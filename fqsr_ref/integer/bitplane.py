@@ -162,7 +162,7 @@ def _gather_row(xp, img, iy0, ix0, k, c_bits, row):
 
 
 @njit(parallel=True, cache=True)
-def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, n_chunks, out):
+def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, init, n_chunks, out):
     """Bit-plane conv, output columns innermost (vectorised across O x planes).
 
     xp: uint64 (A, N, H, W, CW); bt: uint64 (NW, B, O) weight rows packed like the
@@ -182,7 +182,7 @@ def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, n_chunks
             oy, ox = divmod(rest, w_out)
             _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
             acc = out[q]
-            acc[:] = 0
+            acc[:] = init
             for m in range(n_a):
                 r = row[m]
                 cnt[:] = 0
@@ -209,7 +209,7 @@ def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, n_chunks
 
 
 @njit(parallel=True, cache=True)
-def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, n_chunks, out):
+def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, init, n_chunks, out):
     """Bit-plane conv, row words innermost (vectorised reduction): for few output columns.
 
     As `_conv_columns`, with b: uint64 (B, O, NW).
@@ -224,7 +224,7 @@ def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, n_chunks, o
             oy, ox = divmod(rest, w_out)
             _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
             for j in range(n_o):
-                acc = 0
+                acc = init[j]
                 for m in range(n_a):
                     r = row[m]
                     for p in range(n_b):
@@ -237,7 +237,7 @@ def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, n_chunks, o
 
 
 @njit(parallel=True, cache=True)
-def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, out):
+def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, init, out):
     """Bit-plane conv, output pixels of a row innermost (vectorised): for few output
     channels, stride 1 and C a multiple of 64, where a row word is a whole pixel word.
 
@@ -251,7 +251,9 @@ def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, out):
     for line in prange(n_img * h_out):
         img, oy = divmod(np.int64(line), h_out)        # prange's index may be unsigned
         cnt = np.empty(w_out, dtype=np.int32)
-        acc = np.zeros((n_o, w_out), dtype=np.int64)
+        acc = np.empty((n_o, w_out), dtype=np.int64)
+        for j in range(n_o):
+            acc[j] = init[j]
         for j in range(n_o):
             for m in range(n_a):
                 for p in range(n_b):
@@ -281,9 +283,12 @@ def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, out):
                 out[base + ox, j] = acc[j, ox]
 
 
-def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w) -> np.ndarray:
-    """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> int64 (pixels, O)."""
+def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w, init=None) -> np.ndarray:
+    """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> int64 (pixels, O).
+
+    init: int64 (O,) every accumulator starts from (the bias), or None for 0."""
     n_b, n_o, nw = w_rows.shape
+    init = np.zeros(n_o, dtype=np.int64) if init is None else init.astype(np.int64)
     if WORD_BITS * nw > MAX_ROW_BITS:
         raise ValueError(f"bitplane: a row of {nw} words exceeds {MAX_ROW_BITS // WORD_BITS} "
                          "(the int32 plane-pair counters and int64 accumulators would overflow)")
@@ -298,13 +303,13 @@ def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w) -> np
     try:
         if n_o >= WIDE_MIN_COLUMNS:
             _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out,
-                          np.ascontiguousarray(w_rows.transpose(2, 0, 1)), pair_w, n_chunks, out)
+                          np.ascontiguousarray(w_rows.transpose(2, 0, 1)), pair_w, init, n_chunks, out)
         elif stride == 1 and c_bits % WORD_BITS == 0 and w_out >= PIXELS_MIN_WIDTH:
             _conv_pixels(np.ascontiguousarray(xp.transpose(0, 1, 2, 4, 3)), k, pad, h_out, w_out,
-                         np.ascontiguousarray(w_rows), pair_w, out)
+                         np.ascontiguousarray(w_rows), pair_w, init, out)
         else:
             _conv_words(xp, c_bits, k, stride, pad, h_out, w_out,
-                        np.ascontiguousarray(w_rows), pair_w, n_chunks, out)
+                        np.ascontiguousarray(w_rows), pair_w, init, n_chunks, out)
     finally:
         numba.set_num_threads(previous)
     return out
@@ -386,7 +391,7 @@ def _affine_combine(codes_dot, a_aff, b_aff, a_sum, b_sum, count):
     plain product is codes_dot alone.
     """
     (aa, ba), (ab, bb) = a_aff, b_aff
-    acc = aa * ab * codes_dot
+    acc = codes_dot if aa * ab == 1 else aa * ab * codes_dot     # no copy for plain grids
     if bb:
         acc = acc + aa * bb * a_sum
     if ba:
@@ -455,7 +460,7 @@ def bitplane_conv2d_nhwc(x_codes: np.ndarray, x_bits: int, x_signed: bool,
     """
     acc, dtype = _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, stride,
                             x_dorefa, w_dorefa)
-    return acc.astype(dtype)
+    return acc.astype(dtype, copy=False)
 
 
 def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, stride, x_dorefa, w_dorefa):
@@ -474,7 +479,10 @@ def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, strid
 
     xp = _pack_pixels(x_codes, x_bits, x_signed)                                   # (A, N, H, W, CW)
     w_rows = pack_planes(w_codes.transpose(0, 2, 3, 1).reshape(o, k * k * c), w_bits, w_signed)
-    dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w).reshape(n, h_out, w_out, o)
+    plain_grids = not (x_aff[1] or w_aff[1])
+    # Without dorefa terms the accumulator is the dot product plus the bias: the kernel starts from it.
+    dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w,
+                       b if plain_grids else None).reshape(n, h_out, w_out, o)
 
     # Dorefa terms: sums over the valid (unpadded) positions of each window.
     x_window_sum = w_window_sum = count = None
@@ -489,9 +497,11 @@ def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, strid
         w_tap_sum = w_codes.sum(axis=1, dtype=np.int64).reshape(o, k * k)
         w_window_sum = valid @ w_tap_sum.T                                          # (Ho, Wo, O)
         count = c * valid.sum(axis=-1, keepdims=True)                               # (Ho, Wo, 1)
-    acc = _affine_combine(dot, x_aff, w_aff, x_window_sum, w_window_sum, count)
-    if b is not None:
-        acc = acc + b
+    acc = dot
+    if not plain_grids:
+        acc = _affine_combine(dot, x_aff, w_aff, x_window_sum, w_window_sum, count)
+        if b is not None:
+            acc = acc + b
     bound = acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed, bias_bound(b),
                       a_dorefa=x_dorefa, w_dorefa=w_dorefa)
     return acc, acc_dtype(bound)
