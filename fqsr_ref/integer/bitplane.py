@@ -166,7 +166,8 @@ def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, init, n_
     """Bit-plane conv, output columns innermost (vectorised across O x planes).
 
     xp: uint64 (A, N, H, W, CW); bt: uint64 (NW, B, O) weight rows packed like the
-    input rows; pair_w: int64 (A, B); out: int64 (N * h_out * w_out, O), written.
+    input rows; pair_w: int64 (A, B); init: int64 (O,) the accumulators' start (the bias
+    or 0); out: (N * h_out * w_out, O), written, int64 or a dtype the accumulators fit.
     Per output pixel and input plane m, the popcounts of every plane pair (m, p) are
     summed over the row's words in int32 counters, then weighted once by pair_w[m, p].
     """
@@ -177,11 +178,11 @@ def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, init, n_
     for chunk in prange(n_chunks):
         row = np.empty((n_a, nw), dtype=np.uint64)
         cnt = np.empty(n_b * n_o, dtype=np.int32)
+        acc = np.empty(n_o, dtype=np.int64)
         for q in range(chunk * n_pix // n_chunks, (chunk + 1) * n_pix // n_chunks):
             img, rest = divmod(q, h_out * w_out)
             oy, ox = divmod(rest, w_out)
             _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
-            acc = out[q]
             acc[:] = init
             for m in range(n_a):
                 r = row[m]
@@ -206,6 +207,8 @@ def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, init, n_
                     s = pair_w[m, p]
                     for j in range(n_o):
                         acc[j] += s * cnt[p * n_o + j]
+            for j in range(n_o):
+                out[q, j] = acc[j]      # the bound proves it fits out's dtype
 
 
 @njit(parallel=True, cache=True)
@@ -283,17 +286,19 @@ def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, init, out):
                 out[base + ox, j] = acc[j, ox]
 
 
-def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w, init=None) -> np.ndarray:
-    """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> int64 (pixels, O).
+def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w, init=None,
+                 dtype=np.int64) -> np.ndarray:
+    """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> (pixels, O).
 
-    init: int64 (O,) every accumulator starts from (the bias), or None for 0."""
+    init: int64 (O,) every accumulator starts from (the bias), or None for 0. The kernels
+    accumulate in int64 and store in dtype, which the caller has proven the results fit."""
     n_b, n_o, nw = w_rows.shape
     init = np.zeros(n_o, dtype=np.int64) if init is None else init.astype(np.int64)
     if WORD_BITS * nw > MAX_ROW_BITS:
         raise ValueError(f"bitplane: a row of {nw} words exceeds {MAX_ROW_BITS // WORD_BITS} "
                          "(the int32 plane-pair counters and int64 accumulators would overflow)")
     n_pix = xp.shape[1] * h_out * w_out
-    out = np.empty((n_pix, n_o), dtype=np.int64)
+    out = np.empty((n_pix, n_o), dtype=dtype)
     if n_pix == 0 or n_o == 0:
         return out
     threads = kernel_threads()
@@ -464,7 +469,8 @@ def bitplane_conv2d_nhwc(x_codes: np.ndarray, x_bits: int, x_signed: bool,
 
 
 def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, stride, x_dorefa, w_dorefa):
-    """The accumulators (N, H_out, W_out, O) in int64 and the dtype they are returned in."""
+    """The accumulators (N, H_out, W_out, O) and the dtype they are returned in (int64 with
+    dorefa terms, else already that dtype)."""
     if not isinstance(x_codes, np.ndarray) or x_codes.ndim != 4:
         raise ValueError(f"bitplane_conv2d: expected x (N, H, W, C), got {getattr(x_codes, 'shape', None)}")
     pad, h_out, w_out = conv_geometry("bitplane_conv2d", x_codes.transpose(0, 3, 1, 2), w_codes, stride)
@@ -479,10 +485,14 @@ def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, strid
 
     xp = _pack_pixels(x_codes, x_bits, x_signed)                                   # (A, N, H, W, CW)
     w_rows = pack_planes(w_codes.transpose(0, 2, 3, 1).reshape(o, k * k * c), w_bits, w_signed)
+    dtype = acc_dtype(acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed, bias_bound(b),
+                                a_dorefa=x_dorefa, w_dorefa=w_dorefa))
     plain_grids = not (x_aff[1] or w_aff[1])
-    # Without dorefa terms the accumulator is the dot product plus the bias: the kernel starts from it.
+    # Without dorefa terms the accumulator is the dot product plus the bias: the kernel starts
+    # from the bias and stores the result in its final dtype.
     dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w,
-                       b if plain_grids else None).reshape(n, h_out, w_out, o)
+                       b if plain_grids else None, dtype if plain_grids else np.int64)
+    dot = dot.reshape(n, h_out, w_out, o)
 
     # Dorefa terms: sums over the valid (unpadded) positions of each window.
     x_window_sum = w_window_sum = count = None
@@ -502,9 +512,7 @@ def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, strid
         acc = _affine_combine(dot, x_aff, w_aff, x_window_sum, w_window_sum, count)
         if b is not None:
             acc = acc + b
-    bound = acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed, bias_bound(b),
-                      a_dorefa=x_dorefa, w_dorefa=w_dorefa)
-    return acc, acc_dtype(bound)
+    return acc, dtype
 
 
 def _tap_view(x: np.ndarray, dy: int, dx: int, stride: int, h_out: int, w_out: int) -> np.ndarray:
