@@ -94,12 +94,11 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False
 
 
 def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
-    from .bitplane import bitplane_conv2d
-    acc = bitplane_conv2d(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), x_t.bits, x_t.signed,
-                          op.weight, op.w_bits, True, op.bias)
+    """The bit-plane engine's accumulators (its channels-last entry), requantized here."""
+    from .bitplane import bitplane_conv2d_nhwc
+    acc = bitplane_conv2d_nhwc(x, x_t.bits, x_t.signed, op.weight, op.w_bits, True, op.bias)
     if record is not None:
-        record[op.name + ".acc"] = acc
-    acc = acc.transpose(0, 2, 3, 1)                      # channels-last view, no copy
+        record[op.name + ".acc"] = np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
     if checked:
         _check_strip(op, acc)
     y = np.empty(acc.shape, dtype=code_dtype(out_t.qmin, out_t.qmax))
