@@ -202,9 +202,13 @@ def main(argv=None):
     if args.bicubic and args.self_ensemble:
         parser.error("--self-ensemble applies to a model; bicubic is evaluated as is")
     save = args.save_images
-    if save is not None and (os.path.exists(save) and not os.path.isdir(save) or os.path.isdir(save)
-                             and not os.access(save, os.W_OK | os.X_OK)):
-        parser.error(f"--save-images {save} is not a writable folder")
+    if save is not None:
+        try:   # created now, so that a read-only file system is refused before any work
+            os.makedirs(save, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--save-images {save}: cannot create the folder ({exc.strerror or exc})")
+        if not os.access(save, os.W_OK | os.X_OK):
+            parser.error(f"--save-images {save} is not a writable folder")
     tiled = []
     try:
         from .infer import parse_bytes

@@ -54,6 +54,8 @@ def check_out(out: str) -> None:
     if os.path.isdir(out):
         raise ValueError(f"--out {out} is a directory; give an image file name")
     folder = os.path.dirname(os.path.abspath(out))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"--out {out}: {folder} is a file, not a folder")
     if not os.path.isdir(folder):
         raise ValueError(f"--out {out}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -477,7 +477,7 @@ def test_blas_one_thread_when_fqsr_ref_is_imported_first():
     assert set(seen["after"].values()) == {1}, seen
 
 
-@pytest.mark.parametrize("tool", ["reproduce.py", "bench_conv.py", "bench_integer.py"])
+@pytest.mark.parametrize("tool", ["reproduce.py", "bench_conv.py", "benchmark.py"])
 def test_blas_one_thread_in_the_tools(tool):
     seen = run_probe(f"""
         import runpy
@@ -617,7 +617,7 @@ def test_infer_out_under_a_file(ckpt, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(infer, "run_image", no_compute)
     assert infer.main(["--checkpoint", str(ckpt / "q.npz"), "--image", str(ckpt / "in.png"),
                        "--out", str(tmp_path / "a_file" / "out.png")]) == 2
-    assert "a_file" in one_line(capsys.readouterr().err, "error:")
+    assert "a_file is a file, not a folder" in one_line(capsys.readouterr().err, "error:")
     assert (tmp_path / "a_file").read_text() == "keep me"
 
 
@@ -739,11 +739,13 @@ def test_infer_on_a_read_only_file_system(read_only_fs, ckpt, monkeypatch, capsy
     assert files_in(read_only_fs) == []
 
 
-def test_evaluate_save_images_on_a_read_only_file_system(read_only_fs, hr_dir, monkeypatch, capsys):
+@pytest.mark.parametrize("sub", ["", "new_folder"])
+def test_evaluate_save_images_on_a_read_only_file_system(read_only_fs, hr_dir, monkeypatch, capsys, sub):
+    """Refused before any image is scored, also when the folder is still to be created."""
     monkeypatch.setattr(metrics, "evaluate_folder", no_compute)
     with pytest.raises(SystemExit) as info:
         evaluate.main(["--bicubic", "--hr-dir", str(hr_dir), "--scale", "2",
-                       "--save-images", str(read_only_fs)])
+                       "--save-images", str(read_only_fs / sub)])
     assert info.value.code == 2
     assert "--save-images" in one_line(capsys.readouterr().err, "error:")
 
