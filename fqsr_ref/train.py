@@ -259,6 +259,8 @@ def run(args) -> int:
     fp = load_checkpoint(args.init) if args.init else None
     if fp is not None:
         check_init(args, fp, fp_cfg)
+        # EDSR's residual scaling is part of the network --init brings (an import's --res-scale)
+        q_cfg = dataclasses.replace(q_cfg, res_scale=fp.config.res_scale)
     with locked_out_dir(args.out):
         existing = [n for n in CHECKPOINTS if os.path.exists(os.path.join(args.out, n))]
         if existing and not (args.resume or args.overwrite):

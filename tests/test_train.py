@@ -1,5 +1,6 @@
 """The trainer: resume after a kill gives the same result, divergence stops cleanly,
 bad options are one-line errors; the --tiny quality targets (slow)."""
+import dataclasses
 import os
 import signal
 import subprocess
@@ -9,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from fqsr_ref.checkpoint import load_checkpoint
+from fqsr_ref.checkpoint import load_checkpoint, save_checkpoint
 from fqsr_ref.data.dataset import ProceduralSource
 from fqsr_ref.models import init_model, preset, quantize_model
 from fqsr_ref.train import main as train_main
@@ -187,6 +188,20 @@ def test_init_with_a_matching_checkpoint_runs(tmp_path, val_dir, fp_checkpoint):
     out = tmp_path / "second"
     assert train_main(micro_args(out, *TINY_RUN, "--init", fp_checkpoint, val_dir=val_dir)) == 0
     assert (out / "quant.npz").exists() and not (out / "fp.npz").exists()
+
+
+def test_init_keeps_the_residual_scaling(tmp_path, val_dir):
+    """An EDSR brought by --init with res_scale 0.5 (an import's --res-scale) is fine-tuned,
+    saved and run as that network, not as one with res_scale 1."""
+    first = tmp_path / "first"
+    assert train_main(micro_args(first, *TINY_RUN, "--arch", "edsr", val_dir=val_dir)) == 0
+    fp = load_checkpoint(first / "fp.npz")
+    scaled = tmp_path / "scaled.npz"
+    save_checkpoint(scaled, fp._replace(config=dataclasses.replace(fp.config, res_scale=0.5)))
+    out = tmp_path / "second"
+    assert train_main(micro_args(out, *TINY_RUN, "--arch", "edsr", "--init", str(scaled),
+                                 val_dir=val_dir)) == 0
+    assert load_checkpoint(out / "quant.npz").config.res_scale == 0.5
 
 
 @pytest.mark.parametrize("change,message", [
