@@ -99,11 +99,11 @@ def test_gathered_row_is_pack_planes_of_the_im2col_row(c, k):
     rng = np.random.default_rng(c * 10 + k)
     bits, h, w = 5, 4, 5
     x = codes(rng, (1, c, h, w), bits, True)
-    xp = pack_planes(x.transpose(0, 2, 3, 1).reshape(h * w, c), bits, True).reshape(bits, 1, h, w, -1)
+    strips = bitplane._pack_strips(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), bits, k // 2)
     nw = -(-(k * k * c) // 64)
     row = np.full((bits, nw), np.uint64(0xFFFF), dtype=np.uint64)     # garbage: the gather clears it
     for oy, ox in ((0, 0), (1, 2), (h - 1, w - 1)):
-        _gather_row(xp, 0, oy - k // 2, ox - k // 2, k, c, row)
+        _gather_row(strips, 0, oy - k // 2, ox, k, c, row)
         expected = pack_planes(np.array([im2col_row(x, 0, oy, ox, k, 1)]), bits, True)[:, 0]
         np.testing.assert_array_equal(row, expected)
 

@@ -24,7 +24,9 @@ import os
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .engine_plain import bias_bound, check_bias, conv_geometry, gemm_shapes
@@ -126,98 +128,162 @@ def kernel_threads() -> int:
 
 
 @njit(inline="always")
-def _gather_row(xp, img, iy0, ix0, k, c_bits, row):
-    """Pack the im2col row of one output pixel from packed pixels, in the kernel.
+def _or_bits(src, s, dst, d, n):
+    """dst bits [d, d + n) |= src bits [s, s + n); bit i of a word array is bit i % 64 of
+    word i // 64; src bits past its last word read as 0."""
+    i = 0
+    while i < n:
+        take = min(64, n - i)
+        w, b = (s + i) >> 6, (s + i) & 63
+        if w >= src.shape[0]:
+            return
+        v = src[w] >> np.uint64(b)
+        if b and w + 1 < src.shape[0]:
+            v |= src[w + 1] << np.uint64(64 - b)
+        if take < 64:
+            v &= (np.uint64(1) << np.uint64(take)) - np.uint64(1)
+        w, b = (d + i) >> 6, (d + i) & 63
+        dst[w] |= v << np.uint64(b)
+        if b and b + take > 64:
+            dst[w + 1] |= v >> np.uint64(64 - b)
+        i += take
 
-    xp: uint64 (A, N, H, W, CW) pixel planes (`pack_planes` of the NHWC pixel rows, c_bits
-    channels, bits past them 0). row: uint64 (A, NW), NW = ceil(k * k * c_bits / 64),
-    receives bit (ky * k + kx) * c_bits + c of plane m = bit c of pixel (iy0 + ky, ix0 + kx);
-    taps outside the image stay 0 (code 0).
+
+@njit(inline="always")
+def _gather_row(strips, img, iy0, x0, k, c_bits, row):
+    """Pack the im2col row of one output pixel from packed image rows, in the kernel.
+
+    strips: uint64 (A, N, H, SW) image rows (`_pack_strips`): bit (x + pad) * c_bits + c of
+    row y, plane m = bit m of pixel (y, x) channel c; pad pixels of zeros on the left.
+    row: uint64 (A, NW), NW = ceil(k * k * c_bits / 64), receives bit (ky * k + kx) * c_bits + c
+    of plane m = bit c of pixel (iy0 + ky, x0 - pad + kx), i.e. for every ky the k * c_bits
+    bits of strip row iy0 + ky from bit x0 * c_bits; rows outside the image stay 0 (code 0).
     """
-    n_a, _, h, w, cw = xp.shape
-    nw = row.shape[1]
+    n_a, _, h, _ = strips.shape
     row[:] = 0
+    seg = k * c_bits
     for ky in range(k):
         iy = iy0 + ky
         if iy < 0 or iy >= h:
             continue
-        for kx in range(k):
-            ix = ix0 + kx
-            if ix < 0 or ix >= w:
-                continue
-            pos = (ky * k + kx) * c_bits
-            word, bit = pos >> 6, pos & 63
-            if bit == 0:
-                for m in range(n_a):
-                    for c in range(cw):
-                        row[m, word + c] |= xp[m, img, iy, ix, c]
-            else:
-                lo, hi = np.uint64(bit), np.uint64(64 - bit)
-                for m in range(n_a):
-                    for c in range(cw):
-                        v = xp[m, img, iy, ix, c]
-                        row[m, word + c] |= v << lo
-                        if word + c + 1 < nw:
-                            row[m, word + c + 1] |= v >> hi
+        for m in range(n_a):
+            _or_bits(strips[m, img, iy], x0 * c_bits, row[m], ky * seg, seg)
+
+
+def _pack_strips(codes_nhwc: np.ndarray, bits: int, pad: int) -> np.ndarray:
+    """Image rows of channels-last codes packed as bit strips: uint64 (bits, N, H, SW),
+    `pack_planes` of the rows (N H, (pad + W) C) of the codes with pad zero pixels (code 0:
+    all planes 0) on the left of every row. Taps past the right end read the zero bits
+    past the strip (`_or_bits`)."""
+    n, h, w, c = codes_nhwc.shape
+    if pad:
+        codes_nhwc = np.pad(codes_nhwc, ((0, 0), (0, 0), (pad, 0), (0, 0)))
+    rows = np.ascontiguousarray(codes_nhwc).reshape(n * h, -1)
+    out = np.empty((bits, n * h, -(-rows.shape[1] // WORD_BITS)), dtype=np.uint64)
+    _pack_rows(rows, bits, out)
+    return out.reshape(bits, n, h, -1)
+
+
+# Lanes of one block of the lanes kernel: 16 vectors of 8 words, (plane p, output o) pairs.
+LANE_VECTORS = 16
+BLOCK_LANES = 8 * LANE_VECTORS
+
+
+@intrinsic
+def _popcount_block(typingctx, row, wt, tot, weight):
+    """tot[l] += weight * sum_w popcount(row[w] & wt[w, l]) for the BLOCK_LANES lanes l.
+
+    row: uint64 (NW,) one plane of a pixel's row; wt: uint64 (NW, BLOCK_LANES) C-contiguous;
+    tot: int64 (BLOCK_LANES,) contiguous. Written as LLVM vectors so that the 16 running
+    sums stay in registers over the words (AND, popcount, add per 8 lanes; VPOPCNTQ on
+    AVX-512) and all-zero row words are skipped. int64 arithmetic wraps, so the result is
+    exact whenever the true sum fits.
+    """
+    sig = types.void(row, wt, tot, weight)
+
+    def codegen(context, builder, signature, args):
+        row_v, wt_v, tot_v, weight_v = args
+        rowa = context.make_array(signature.args[0])(context, builder, row_v)
+        wta = context.make_array(signature.args[1])(context, builder, wt_v)
+        tota = context.make_array(signature.args[2])(context, builder, tot_v)
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vec = ir.VectorType(i64, 8)
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), "llvm.ctpop.v8i64")
+
+        def splat(x):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), x, i32(0))
+            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+        def lanes(ptr, v):
+            return builder.bitcast(builder.gep(ptr, [i64(8 * v)]), vec.as_pointer())
+
+        sums = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0] * 8)) for _ in range(LANE_VECTORS)]
+        for acc in sums:
+            builder.store(ir.Constant(vec, [0] * 8), acc)
+        nw = cgutils.unpack_tuple(builder, rowa.shape, 1)[0]
+        with cgutils.for_range(builder, nw) as loop:
+            word = builder.load(builder.gep(rowa.data, [loop.index]))
+            with builder.if_then(builder.icmp_unsigned("!=", word, i64(0)), likely=True):
+                x = splat(word)
+                base = builder.gep(wta.data, [builder.mul(loop.index, i64(BLOCK_LANES))])
+                for v, acc in enumerate(sums):
+                    b = builder.load(lanes(base, v), align=8)
+                    builder.store(builder.add(builder.load(acc), builder.call(ctpop, [builder.and_(b, x)])), acc)
+        scale = splat(context.cast(builder, weight_v, signature.args[3], types.int64))
+        for v, acc in enumerate(sums):
+            dst = lanes(tota.data, v)
+            builder.store(builder.add(builder.load(dst, align=8), builder.mul(builder.load(acc), scale)),
+                          dst, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @njit(parallel=True, cache=True)
-def _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out, bt, pair_w, init, n_chunks, out):
-    """Bit-plane conv, output columns innermost (vectorised across O x planes).
+def _conv_lanes(strips, c_bits, k, stride, pad, h_out, w_out, wt, a_w, lane_w, n_o, init, n_chunks, out):
+    """Bit-plane conv, lanes (p, o) innermost: per output pixel, every block of BLOCK_LANES
+    weight rows against each input plane of the pixel's row (`_popcount_block`).
 
-    xp: uint64 (A, N, H, W, CW); bt: uint64 (NW, B, O) weight rows packed like the
-    input rows; pair_w: int64 (A, B); init: int64 (O,) the accumulators' start (the bias
-    or 0); out: (N * h_out * w_out, O), written, int64 or a dtype the accumulators fit.
-    Per output pixel and input plane m, the popcounts of every plane pair (m, p) are
-    summed over the row's words in int32 counters, then weighted once by pair_w[m, p].
+    strips: uint64 (A, N, H, SW) (`_pack_strips`); wt: uint64 (n_blocks, NW, BLOCK_LANES), lane
+    l = p * n_o + o of all blocks is plane p of output o's weight row (lanes past B * O are 0);
+    a_w: int64 (A,) and lane_w: int64 (B,) the plane weights; init: int64 (O,) the accumulators'
+    start; out: (N * h_out * w_out, O), written. tot[l] = sum_m a_w[m] popcount sums, then
+    out[o] = init[o] + sum_p lane_w[p] tot[p * n_o + o].
     """
-    n_a = xp.shape[0]
-    nw, n_b, n_o = bt.shape
+    n_a = strips.shape[0]
+    n_blocks, nw, _ = wt.shape
+    n_b = lane_w.shape[0]
     n_pix = out.shape[0]
-    flat = bt.reshape(nw, n_b * n_o)
     for chunk in prange(n_chunks):
         row = np.empty((n_a, nw), dtype=np.uint64)
-        cnt = np.empty(n_b * n_o, dtype=np.int32)
+        tot = np.empty(n_blocks * BLOCK_LANES, dtype=np.int64)
         acc = np.empty(n_o, dtype=np.int64)
         for q in range(chunk * n_pix // n_chunks, (chunk + 1) * n_pix // n_chunks):
             img, rest = divmod(q, h_out * w_out)
             oy, ox = divmod(rest, w_out)
-            _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
+            _gather_row(strips, img, oy * stride - pad, ox * stride, k, c_bits, row)
+            tot[:] = 0
+            for blk in range(n_blocks):
+                part = tot[blk * BLOCK_LANES:(blk + 1) * BLOCK_LANES]
+                for m in range(n_a):
+                    _popcount_block(row[m], wt[blk], part, a_w[m])
             acc[:] = init
-            for m in range(n_a):
-                r = row[m]
-                cnt[:] = 0
-                w0 = 0
-                while w0 + 4 <= nw:          # four words per pass over the counters
-                    a0, a1, a2, a3 = r[w0], r[w0 + 1], r[w0 + 2], r[w0 + 3]
-                    if a0 | a1 | a2 | a3:    # all-zero words add nothing
-                        b0, b1, b2, b3 = flat[w0], flat[w0 + 1], flat[w0 + 2], flat[w0 + 3]
-                        for j in range(n_b * n_o):
-                            cnt[j] += np.int32(popcount64(a0 & b0[j]) + popcount64(a1 & b1[j])
-                                               + popcount64(a2 & b2[j]) + popcount64(a3 & b3[j]))
-                    w0 += 4
-                while w0 < nw:
-                    a0 = r[w0]
-                    if a0:
-                        b0 = flat[w0]
-                        for j in range(n_b * n_o):
-                            cnt[j] += np.int32(popcount64(a0 & b0[j]))
-                    w0 += 1
-                for p in range(n_b):
-                    s = pair_w[m, p]
-                    for j in range(n_o):
-                        acc[j] += s * cnt[p * n_o + j]
+            for p in range(n_b):
+                s = lane_w[p]
+                for j in range(n_o):
+                    acc[j] += s * tot[p * n_o + j]
             for j in range(n_o):
                 out[q, j] = acc[j]      # the bound proves it fits out's dtype
 
 
 @njit(parallel=True, cache=True)
-def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, init, n_chunks, out):
-    """Bit-plane conv, row words innermost (vectorised reduction): for few output columns.
+def _conv_words(strips, c_bits, k, stride, pad, h_out, w_out, b, pair_w, init, n_chunks, out):
+    """Bit-plane conv, row words innermost (vectorised reduction): for few output channels.
 
-    As `_conv_columns`, with b: uint64 (B, O, NW).
+    As `_conv_lanes`, with b: uint64 (B, O, NW) the weight rows and pair_w: int64 (A, B) the
+    plane-pair weights.
     """
-    n_a = xp.shape[0]
+    n_a = strips.shape[0]
     n_b, n_o, nw = b.shape
     n_pix = out.shape[0]
     for chunk in prange(n_chunks):
@@ -225,7 +291,7 @@ def _conv_words(xp, c_bits, k, stride, pad, h_out, w_out, b, pair_w, init, n_chu
         for q in range(chunk * n_pix // n_chunks, (chunk + 1) * n_pix // n_chunks):
             img, rest = divmod(q, h_out * w_out)
             oy, ox = divmod(rest, w_out)
-            _gather_row(xp, img, oy * stride - pad, ox * stride - pad, k, c_bits, row)
+            _gather_row(strips, img, oy * stride - pad, ox * stride, k, c_bits, row)
             for j in range(n_o):
                 acc = init[j]
                 for m in range(n_a):
@@ -286,9 +352,10 @@ def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, init, out):
                 out[base + ox, j] = acc[j, ox]
 
 
-def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w, init=None,
+def _planes_conv(strips, c_bits, k, stride, pad, h_out, w_out, w_rows, a_w, b_w, init=None,
                  dtype=np.int64) -> np.ndarray:
-    """Run a kernel: pixel planes xp (A, N, H, W, CW), weight row planes (B, O, NW) -> (pixels, O).
+    """Run a kernel: image row strips (A, N, H, SW) (`_pack_strips`), weight row planes
+    (B, O, NW), plane weights a_w (A,), b_w (B,) -> (pixels, O).
 
     init: int64 (O,) every accumulator starts from (the bias), or None for 0. The kernels
     accumulate in int64 and store in dtype, which the caller has proven the results fit."""
@@ -296,8 +363,8 @@ def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w, init=
     init = np.zeros(n_o, dtype=np.int64) if init is None else init.astype(np.int64)
     if WORD_BITS * nw > MAX_ROW_BITS:
         raise ValueError(f"bitplane: a row of {nw} words exceeds {MAX_ROW_BITS // WORD_BITS} "
-                         "(the int32 plane-pair counters and int64 accumulators would overflow)")
-    n_pix = xp.shape[1] * h_out * w_out
+                         "(the int64 accumulators could overflow)")
+    n_pix = strips.shape[1] * h_out * w_out
     out = np.empty((n_pix, n_o), dtype=dtype)
     if n_pix == 0 or n_o == 0:
         return out
@@ -307,17 +374,31 @@ def _planes_conv(xp, c_bits, k, stride, pad, h_out, w_out, w_rows, pair_w, init=
     numba.set_num_threads(threads)
     try:
         if n_o >= WIDE_MIN_COLUMNS:
-            _conv_columns(xp, c_bits, k, stride, pad, h_out, w_out,
-                          np.ascontiguousarray(w_rows.transpose(2, 0, 1)), pair_w, init, n_chunks, out)
+            _conv_lanes(strips, c_bits, k, stride, pad, h_out, w_out, _lane_blocks(w_rows), a_w, b_w, n_o,
+                        init, n_chunks, out)
         elif stride == 1 and c_bits % WORD_BITS == 0 and w_out >= PIXELS_MIN_WIDTH:
-            _conv_pixels(np.ascontiguousarray(xp.transpose(0, 1, 2, 4, 3)), k, pad, h_out, w_out,
-                         np.ascontiguousarray(w_rows), pair_w, init, out)
+            a, n, h, _ = strips.shape
+            cw = c_bits // WORD_BITS
+            xq = strips.reshape(a, n, h, -1, cw)[:, :, :, pad:pad + w_out].transpose(0, 1, 2, 4, 3)
+            _conv_pixels(np.ascontiguousarray(xq), k, pad, h_out, w_out,
+                         np.ascontiguousarray(w_rows), np.outer(a_w, b_w), init, out)
         else:
-            _conv_words(xp, c_bits, k, stride, pad, h_out, w_out,
-                        np.ascontiguousarray(w_rows), pair_w, init, n_chunks, out)
+            _conv_words(strips, c_bits, k, stride, pad, h_out, w_out,
+                        np.ascontiguousarray(w_rows), np.outer(a_w, b_w), init, n_chunks, out)
     finally:
         numba.set_num_threads(previous)
     return out
+
+
+def _lane_blocks(w_rows: np.ndarray) -> np.ndarray:
+    """Weight row planes (B, O, NW) as the lanes kernel reads them: (n_blocks, NW, BLOCK_LANES),
+    lane l = p * O + o of the blocks in order, zero lanes past B * O."""
+    n_b, n_o, nw = w_rows.shape
+    lanes = w_rows.reshape(n_b * n_o, nw)
+    n_blocks = -(-(n_b * n_o) // BLOCK_LANES)
+    padded = np.zeros((n_blocks * BLOCK_LANES, nw), dtype=np.uint64)
+    padded[:n_b * n_o] = lanes
+    return np.ascontiguousarray(padded.reshape(n_blocks, BLOCK_LANES, nw).transpose(0, 2, 1))
 
 
 def _check_planes(a_planes, a_bits, a_signed, b_planes, b_bits, b_signed) -> np.ndarray:
@@ -340,11 +421,12 @@ def bitplane_gemm(a_planes: np.ndarray, a_bits: int, a_signed: bool,
     = sum_{m,p} s_m s_p 2^(m+p) popcount(a_m[i] & b_p[j]). Exact: |out| <=
     64 W 2^(a_bits + b_bits) < 2^63.
     """
-    pair_w = _check_planes(a_planes, a_bits, a_signed, b_planes, b_bits, b_signed)
+    _check_planes(a_planes, a_bits, a_signed, b_planes, b_bits, b_signed)
     # Rows of a as a column of 1-pixel images: the conv kernel with K = 1 copies their words.
     n_a, rows, nw = a_planes.shape
-    xp = np.ascontiguousarray(a_planes).reshape(n_a, 1, rows, 1, nw)
-    return _planes_conv(xp, WORD_BITS * nw, 1, 1, 0, rows, 1, b_planes, pair_w)
+    strips = np.ascontiguousarray(a_planes).reshape(n_a, 1, rows, nw)
+    return _planes_conv(strips, WORD_BITS * nw, 1, 1, 0, rows, 1, b_planes,
+                        plane_weights(a_bits, a_signed), plane_weights(b_bits, b_signed))
 
 
 def bitplane_gemm_reference(a_planes: np.ndarray, a_bits: int, a_signed: bool,
@@ -427,13 +509,6 @@ def bitplane_matmul(a_codes: np.ndarray, a_bits: int, a_signed: bool,
                                           a_dorefa=a_dorefa, w_dorefa=b_dorefa)))
 
 
-def _pack_pixels(codes_nhwc: np.ndarray, bits: int, signed: bool) -> np.ndarray:
-    """Pack the channels of every pixel: integer (..., C) -> uint64 (bits, ..., ceil(C / 64))."""
-    lead = codes_nhwc.shape[:-1]
-    planes = pack_planes(codes_nhwc.reshape(-1, codes_nhwc.shape[-1]), bits, signed)
-    return planes.reshape((bits,) + lead + (planes.shape[-1],))
-
-
 def bitplane_conv2d(x_codes: np.ndarray, x_bits: int, x_signed: bool,
                     w_codes: np.ndarray, w_bits: int, w_signed: bool,
                     bias: np.ndarray | None = None, stride: int = 1,
@@ -481,17 +556,16 @@ def _conv_nhwc(x_codes, x_bits, x_signed, w_codes, w_bits, w_signed, bias, strid
     w_aff = _affine(w_bits, w_signed, w_dorefa)
     check_codes("bitplane_conv2d x", x_codes, x_bits, x_signed)
     check_codes("bitplane_conv2d w", w_codes, w_bits, w_signed)
-    pair_w = np.outer(plane_weights(x_bits, x_signed), plane_weights(w_bits, w_signed))
-
-    xp = _pack_pixels(x_codes, x_bits, x_signed)                                   # (A, N, H, W, CW)
+    strips = _pack_strips(x_codes, x_bits, pad)                                 # (A, N, H, SW)
     w_rows = pack_planes(w_codes.transpose(0, 2, 3, 1).reshape(o, k * k * c), w_bits, w_signed)
     dtype = acc_dtype(acc_bound(c * k * k, x_bits, x_signed, w_bits, w_signed, bias_bound(b),
                                 a_dorefa=x_dorefa, w_dorefa=w_dorefa))
     plain_grids = not (x_aff[1] or w_aff[1])
     # Without dorefa terms the accumulator is the dot product plus the bias: the kernel starts
     # from the bias and stores the result in its final dtype.
-    dot = _planes_conv(xp, c, k, stride, pad, h_out, w_out, w_rows, pair_w,
-                       b if plain_grids else None, dtype if plain_grids else np.int64)
+    dot = _planes_conv(strips, c, k, stride, pad, h_out, w_out, w_rows, plane_weights(x_bits, x_signed),
+                       plane_weights(w_bits, w_signed), b if plain_grids else None,
+                       dtype if plain_grids else np.int64)
     dot = dot.reshape(n, h_out, w_out, o)
 
     # Dorefa terms: sums over the valid (unpadded) positions of each window.
