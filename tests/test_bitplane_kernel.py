@@ -178,7 +178,10 @@ def test_few_output_channels_pixel_kernel(monkeypatch, c, k, o, h, w):
 
 @pytest.mark.parametrize("bits,signed,dtype,k", [(8, True, np.int8, 64), (8, False, np.uint8, 3), (12, True, np.int8, 130),
                                                  (12, False, np.uint8, 65), (16, True, np.int16, 200),
-                                                 (16, False, np.int32, 1), (1, False, np.uint8, 127)])
+                                                 (16, False, np.int32, 1), (1, False, np.uint8, 127),
+                                                 # one-byte codes, K a multiple of 8: read 8 codes at a time
+                                                 (8, False, np.uint8, 136), (5, True, np.int8, 72),
+                                                 (1, False, np.uint8, 8), (3, True, np.int8, 200)])
 def test_pack_planes_matches_bit_loop(bits, signed, dtype, k):
     """Bit b of word w of plane m, row r = bit m of the two's complement of codes[r, 64 w + b]."""
     rng = np.random.default_rng(bits * k)

@@ -72,8 +72,40 @@ def pack_planes(codes: np.ndarray, bits: int, signed: bool) -> np.ndarray:
     check_codes("pack_planes", codes, bits, signed)
     r, k = codes.shape
     out = np.empty((bits, r, -(-k // WORD_BITS)), dtype=np.uint64)
-    _pack_rows(np.ascontiguousarray(codes), bits, out)
+    _pack_codes(np.ascontiguousarray(codes), bits, out)
     return out
+
+
+def _pack_codes(codes: np.ndarray, bits: int, out: np.ndarray) -> None:
+    """out[m, r, w] = the packed plane words of C-contiguous codes (R, K) (as `pack_planes`).
+
+    One-byte codes with K a multiple of 8 go through `_pack_bytes` (8 codes per load),
+    others through the bit loop `_pack_rows`."""
+    r, k = codes.shape
+    if codes.dtype.itemsize == 1 and k % 8 == 0 and bits <= 8:
+        _pack_bytes(codes.view(np.uint64), bits, out.view(np.uint8))
+    else:
+        _pack_rows(codes, bits, out)
+
+
+@njit(cache=True)
+def _pack_bytes(groups, bits, out_bytes):
+    """`_pack_rows` for one-byte codes read 8 at a time: groups uint64 (R, K / 8), byte i
+    of group g is code 8 g + i (little-endian), its bits 0..7 the code's two's complement
+    pattern; out_bytes: uint8 (bits, R, 8 NW), the bytes of the plane words. Bit m of the 8
+    codes of a group is byte g of the plane (word g // 8, bits 8 (g % 8) ...), gathered by
+    a multiply: byte i's bit 0 times 2^(56 - 7 i) lands on bit 56 + i, no two partial
+    products overlapping there. Vectorises across the groups."""
+    n_rows, n_groups = groups.shape
+    ones = np.uint64(0x0101010101010101)
+    gather = np.uint64(0x0102040810204080)
+    for m in range(bits):
+        shift = np.uint64(m)
+        for r in range(n_rows):
+            row, dst = groups[r], out_bytes[m, r]
+            for g in range(n_groups):
+                dst[g] = np.uint8((((row[g] >> shift) & ones) * gather) >> np.uint64(56))
+            dst[n_groups:] = 0
 
 
 @njit(cache=True)
@@ -132,6 +164,11 @@ def _or_bits(src, s, dst, d, n):
     """dst bits [d, d + n) |= src bits [s, s + n); bit i of a word array is bit i % 64 of
     word i // 64; src bits past its last word read as 0."""
     i = 0
+    if (s | d) & 63 == 0:                # word-aligned (C a multiple of 64): whole words
+        ws, wd = s >> 6, d >> 6
+        for j in range(min(n >> 6, src.shape[0] - ws)):
+            dst[wd + j] |= src[ws + j]
+        i = n & ~63                      # src words past its end are 0: nothing to add
     while i < n:
         take = min(64, n - i)
         w, b = (s + i) >> 6, (s + i) & 63
@@ -176,38 +213,44 @@ def _pack_strips(codes_nhwc: np.ndarray, bits: int, pad: int) -> np.ndarray:
     all planes 0) on the left of every row. Taps past the right end read the zero bits
     past the strip (`_or_bits`)."""
     n, h, w, c = codes_nhwc.shape
-    if pad:
-        codes_nhwc = np.pad(codes_nhwc, ((0, 0), (0, 0), (pad, 0), (0, 0)))
+    lead = pad * c // WORD_BITS
+    if pad * c % WORD_BITS:              # the padding ends inside a word: pack padded codes
+        codes_nhwc, lead = np.pad(codes_nhwc, ((0, 0), (0, 0), (pad, 0), (0, 0))), 0
     rows = np.ascontiguousarray(codes_nhwc).reshape(n * h, -1)
-    out = np.empty((bits, n * h, -(-rows.shape[1] // WORD_BITS)), dtype=np.uint64)
-    _pack_rows(rows, bits, out)
+    out = np.empty((bits, n * h, lead + -(-rows.shape[1] // WORD_BITS)), dtype=np.uint64)
+    out[:, :, :lead] = 0
+    _pack_codes(rows, bits, out[:, :, lead:])
     return out.reshape(bits, n, h, -1)
 
 
-# Lanes of one block of the lanes kernel: 16 vectors of 8 words, (plane p, output o) pairs.
-LANE_VECTORS = 16
+# Lanes of one block of the lanes kernel: vectors of 8 words, (plane p, output o) pairs.
+# 8 vectors: 8 running sums and 8 totals stay in the 32 AVX-512 registers.
+LANE_VECTORS = 8
 BLOCK_LANES = 8 * LANE_VECTORS
 
 
 @intrinsic
-def _popcount_block(typingctx, row, wt, tot, weight):
-    """tot[l] += weight * sum_w popcount(row[w] & wt[w, l]) for the BLOCK_LANES lanes l.
+def _popcount_block(typingctx, row, wt, tot, a_w):
+    """tot[l] = sum_m a_w[m] sum_w popcount(row[m, w] & wt[w, l]) for the BLOCK_LANES lanes l.
 
-    row: uint64 (NW,) one plane of a pixel's row; wt: uint64 (NW, BLOCK_LANES) C-contiguous;
-    tot: int64 (BLOCK_LANES,) contiguous. Written as LLVM vectors so that the 16 running
-    sums stay in registers over the words (AND, popcount, add per 8 lanes; VPOPCNTQ on
-    AVX-512) and all-zero row words are skipped. int64 arithmetic wraps, so the result is
-    exact whenever the true sum fits.
+    row: uint64 (A, NW) a pixel's row planes; wt: uint64 (NW, BLOCK_LANES); tot: int64
+    (BLOCK_LANES,), written; a_w: int64 (A,) the row's plane weights; all C-contiguous.
+    Written as LLVM vectors so that the running sums and totals stay in registers over
+    the words and planes (AND, popcount, add per 8 lanes; VPOPCNTQ on AVX-512); all-zero
+    row words are skipped. int64 arithmetic wraps, so the result is exact whenever the
+    true sum fits.
     """
-    sig = types.void(row, wt, tot, weight)
+    arrays = (row, wt, tot, a_w)
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) \
+            or [a.ndim for a in arrays] != [2, 2, 1, 1] or tot.dtype != types.int64 or a_w.dtype != types.int64:
+        return None
+    sig = types.void(row, wt, tot, a_w)
 
     def codegen(context, builder, signature, args):
-        row_v, wt_v, tot_v, weight_v = args
-        rowa = context.make_array(signature.args[0])(context, builder, row_v)
-        wta = context.make_array(signature.args[1])(context, builder, wt_v)
-        tota = context.make_array(signature.args[2])(context, builder, tot_v)
+        rowa, wta, tota, awa = (context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args))
         i64, i32 = ir.IntType(64), ir.IntType(32)
         vec = ir.VectorType(i64, 8)
+        zero = ir.Constant(vec, [0] * 8)
         ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), "llvm.ctpop.v8i64")
 
         def splat(x):
@@ -217,23 +260,28 @@ def _popcount_block(typingctx, row, wt, tot, weight):
         def lanes(ptr, v):
             return builder.bitcast(builder.gep(ptr, [i64(8 * v)]), vec.as_pointer())
 
-        sums = [cgutils.alloca_once_value(builder, ir.Constant(vec, [0] * 8)) for _ in range(LANE_VECTORS)]
-        for acc in sums:
-            builder.store(ir.Constant(vec, [0] * 8), acc)
-        nw = cgutils.unpack_tuple(builder, rowa.shape, 1)[0]
-        with cgutils.for_range(builder, nw) as loop:
-            word = builder.load(builder.gep(rowa.data, [loop.index]))
-            with builder.if_then(builder.icmp_unsigned("!=", word, i64(0)), likely=True):
-                x = splat(word)
-                base = builder.gep(wta.data, [builder.mul(loop.index, i64(BLOCK_LANES))])
-                for v, acc in enumerate(sums):
-                    b = builder.load(lanes(base, v), align=8)
-                    builder.store(builder.add(builder.load(acc), builder.call(ctpop, [builder.and_(b, x)])), acc)
-        scale = splat(context.cast(builder, weight_v, signature.args[3], types.int64))
-        for v, acc in enumerate(sums):
-            dst = lanes(tota.data, v)
-            builder.store(builder.add(builder.load(dst, align=8), builder.mul(builder.load(acc), scale)),
-                          dst, align=8)
+        sums = [cgutils.alloca_once_value(builder, zero) for _ in range(LANE_VECTORS)]
+        totals = [cgutils.alloca_once_value(builder, zero) for _ in range(LANE_VECTORS)]
+        for t in totals:
+            builder.store(zero, t)
+        n_a, nw = cgutils.unpack_tuple(builder, rowa.shape, 2)
+        with cgutils.for_range(builder, n_a) as plane:
+            for acc in sums:
+                builder.store(zero, acc)
+            first = builder.mul(plane.index, nw)
+            with cgutils.for_range(builder, nw) as word_loop:
+                word = builder.load(builder.gep(rowa.data, [builder.add(first, word_loop.index)]))
+                with builder.if_then(builder.icmp_unsigned("!=", word, i64(0)), likely=True):
+                    x = splat(word)
+                    base = builder.gep(wta.data, [builder.mul(word_loop.index, i64(BLOCK_LANES))])
+                    for v, acc in enumerate(sums):
+                        b = builder.load(lanes(base, v), align=8)
+                        builder.store(builder.add(builder.load(acc), builder.call(ctpop, [builder.and_(b, x)])), acc)
+            scale = splat(builder.load(builder.gep(awa.data, [plane.index])))
+            for acc, t in zip(sums, totals):
+                builder.store(builder.add(builder.load(t), builder.mul(builder.load(acc), scale)), t)
+        for v, t in enumerate(totals):
+            builder.store(builder.load(t), lanes(tota.data, v), align=8)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -262,11 +310,8 @@ def _conv_lanes(strips, c_bits, k, stride, pad, h_out, w_out, wt, a_w, lane_w, n
             img, rest = divmod(q, h_out * w_out)
             oy, ox = divmod(rest, w_out)
             _gather_row(strips, img, oy * stride - pad, ox * stride, k, c_bits, row)
-            tot[:] = 0
             for blk in range(n_blocks):
-                part = tot[blk * BLOCK_LANES:(blk + 1) * BLOCK_LANES]
-                for m in range(n_a):
-                    _popcount_block(row[m], wt[blk], part, a_w[m])
+                _popcount_block(row, wt[blk], tot[blk * BLOCK_LANES:(blk + 1) * BLOCK_LANES], a_w)
             acc[:] = init
             for p in range(n_b):
                 s = lane_w[p]
