@@ -159,7 +159,8 @@ def test_engine_reproduces_committed_vectors(vec_dir):
                 assert got.dtype == want.dtype and np.array_equal(got, want), stem
 
 
-@pytest.mark.parametrize("c,k,o,h,w", [(64, 9, 3, 5, 7), (128, 3, 1, 4, 3), (64, 5, 7, 3, 1), (192, 1, 2, 2, 2)])
+@pytest.mark.parametrize("c,k,o,h,w", [(64, 9, 3, 5, 7), (128, 3, 1, 4, 3), (64, 5, 7, 3, 1), (192, 1, 2, 2, 2),
+                                       (64, 3, 2, 3, 40)])     # two tiles of output pixels, the last one partial
 def test_few_output_channels_pixel_kernel(monkeypatch, c, k, o, h, w):
     """The row-of-pixels kernel (few outputs, stride 1, C a multiple of 64) at every width."""
     monkeypatch.setattr(bitplane, "PIXELS_MIN_WIDTH", 1)

@@ -350,51 +350,100 @@ def _conv_words(strips, c_bits, k, stride, pad, h_out, w_out, b, pair_w, init, n
                 out[q, j] = acc
 
 
-@njit(parallel=True, cache=True)
-def _conv_pixels(xq, k, pad, h_out, w_out, b, pair_w, init, out):
-    """Bit-plane conv, output pixels of a row innermost (vectorised): for few output
-    channels, stride 1 and C a multiple of 64, where a row word is a whole pixel word.
+# Output pixels of one tile of the pixels kernel: 4 vectors of 8.
+PIXEL_VECTORS = 4
+PIXEL_TILE = 8 * PIXEL_VECTORS
 
-    xq: uint64 (A, N, H, CW, W), the pixel words with x last (contiguous); b: uint64
-    (B, O, NW) weight rows; out: int64 (N * h_out * w_out, O), written. Per output row,
-    channel and plane pair, the popcounts over all taps and words are summed in int32
-    counters (one per output pixel), then weighted once by pair_w[m, p].
+
+@intrinsic
+def _popcount_taps(typingctx, x, wrow, iy0, x0, k, tot, weight):
+    """tot[i] += weight * sum over taps of popcount(x[iy, c, x0 + i + kx] & wrow[(ky k + kx) CW + c])
+    for the PIXEL_TILE output pixels i of a tile, iy = iy0 + ky over the rows inside [0, H).
+
+    x: uint64 (H, CW, WP) one plane of an image's pixel words, x (padded) last; wrow: uint64
+    (K K CW,) one plane of one output's weight row; tot: int64 (PIXEL_TILE,); all
+    C-contiguous. The per-pixel sums stay in registers over every tap and word (LLVM
+    vectors: AND with the broadcast weight word, popcount, add); all-zero weight words are
+    skipped. int64 arithmetic wraps: exact whenever the true sum fits.
     """
-    n_a, n_img, h, cw, w = xq.shape
+    arrays = (x, wrow, tot)
+    if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays) \
+            or [a.ndim for a in arrays] != [3, 1, 1] or tot.dtype != types.int64:
+        return None
+    sig = types.void(x, wrow, types.int64, types.int64, types.int64, tot, types.int64)
+
+    def codegen(context, builder, signature, args):
+        xa = context.make_array(signature.args[0])(context, builder, args[0])
+        wa = context.make_array(signature.args[1])(context, builder, args[1])
+        ta = context.make_array(signature.args[5])(context, builder, args[5])
+        iy0, x0, k, weight = args[2], args[3], args[4], args[6]
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        vec = ir.VectorType(i64, 8)
+        zero = ir.Constant(vec, [0] * 8)
+        ctpop = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec]), "llvm.ctpop.v8i64")
+
+        def splat(v):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), v, i32(0))
+            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, 8), [0] * 8))
+
+        def lanes(ptr, offset):
+            return builder.bitcast(builder.gep(ptr, [offset]), vec.as_pointer())
+
+        sums = [cgutils.alloca_once_value(builder, zero) for _ in range(PIXEL_VECTORS)]
+        for acc in sums:
+            builder.store(zero, acc)
+        h, cw, wp = cgutils.unpack_tuple(builder, xa.shape, 3)
+        with cgutils.for_range(builder, k) as ky_loop:
+            iy = builder.add(iy0, ky_loop.index)
+            inside = builder.and_(builder.icmp_signed(">=", iy, i64(0)), builder.icmp_signed("<", iy, h))
+            with builder.if_then(inside):
+                with cgutils.for_range(builder, k) as kx_loop:
+                    tap = builder.mul(builder.add(builder.mul(ky_loop.index, k), kx_loop.index), cw)
+                    with cgutils.for_range(builder, cw) as c_loop:
+                        bw = builder.load(builder.gep(wa.data, [builder.add(tap, c_loop.index)]))
+                        with builder.if_then(builder.icmp_unsigned("!=", bw, i64(0)), likely=True):
+                            b = splat(bw)
+                            first = builder.add(builder.mul(builder.add(builder.mul(iy, cw), c_loop.index), wp),
+                                                builder.add(x0, kx_loop.index))
+                            for v, acc in enumerate(sums):
+                                a = builder.load(lanes(xa.data, builder.add(first, i64(8 * v))), align=8)
+                                builder.store(builder.add(builder.load(acc), builder.call(ctpop, [builder.and_(a, b)])),
+                                              acc)
+        scale = splat(weight)
+        for v, acc in enumerate(sums):
+            dst = lanes(ta.data, i64(8 * v))
+            builder.store(builder.add(builder.load(dst, align=8), builder.mul(builder.load(acc), scale)), dst, align=8)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(parallel=True, cache=True)
+def _conv_pixels(xq, k, pad, h_out, w_out, b, a_w, b_w, init, out):
+    """Bit-plane conv, output pixels of a row in the lanes: for few output channels, stride 1
+    and C a multiple of 64, where a row word is a whole pixel word.
+
+    xq: uint64 (A, N, H, CW, WP), the pixel words with x last, x shifted right by pad (zero
+    pixels before and after: WP >= tiles * PIXEL_TILE + K - 1); b: uint64 (B, O, NW) weight
+    rows; a_w (A,), b_w (B,) plane weights; out: (N * h_out * w_out, O), written. Per output
+    row, channel and plane pair, every tile's popcounts over all taps and words are summed
+    in registers (`_popcount_taps`), then weighted once by a_w[m] b_w[p].
+    """
+    n_a, n_img, h, cw, wp = xq.shape
     n_b, n_o, nw = b.shape
+    n_tiles = -(-w_out // PIXEL_TILE)
     for line in prange(n_img * h_out):
         img, oy = divmod(np.int64(line), h_out)        # prange's index may be unsigned
-        cnt = np.empty(w_out, dtype=np.int32)
-        acc = np.empty((n_o, w_out), dtype=np.int64)
+        tot = np.empty(n_tiles * PIXEL_TILE, dtype=np.int64)
         for j in range(n_o):
-            acc[j] = init[j]
-        for j in range(n_o):
+            tot[:] = init[j]
             for m in range(n_a):
                 for p in range(n_b):
-                    cnt[:] = 0
-                    for ky in range(k):
-                        iy = oy + ky - pad
-                        if iy < 0 or iy >= h:
-                            continue
-                        for kx in range(k):
-                            shift = kx - pad                 # input x = output x + shift
-                            lo, hi = max(0, -shift), min(w_out, w - shift)
-                            for c in range(cw):
-                                bw = b[p, j, (ky * k + kx) * cw + c]
-                                if bw == 0:
-                                    continue
-                                # Slices indexed from 0: no negative-index handling, so it vectorises.
-                                src = xq[m, img, iy, c, lo + shift:hi + shift]
-                                dst = cnt[lo:hi]
-                                for i in range(hi - lo):
-                                    dst[i] += np.int32(popcount64(src[i] & bw))
-                    s = pair_w[m, p]
-                    for ox in range(w_out):
-                        acc[j, ox] += s * cnt[ox]
-        base = line * w_out
-        for ox in range(w_out):
-            for j in range(n_o):
-                out[base + ox, j] = acc[j, ox]
+                    for t in range(n_tiles):
+                        _popcount_taps(xq[m, img], b[p, j], oy - pad, t * PIXEL_TILE, k,
+                                       tot[t * PIXEL_TILE:(t + 1) * PIXEL_TILE], a_w[m] * b_w[p])
+            for ox in range(w_out):
+                out[line * w_out + ox, j] = tot[ox]
 
 
 def _planes_conv(strips, c_bits, k, stride, pad, h_out, w_out, w_rows, a_w, b_w, init=None,
@@ -424,9 +473,9 @@ def _planes_conv(strips, c_bits, k, stride, pad, h_out, w_out, w_rows, a_w, b_w,
         elif stride == 1 and c_bits % WORD_BITS == 0 and w_out >= PIXELS_MIN_WIDTH:
             a, n, h, _ = strips.shape
             cw = c_bits // WORD_BITS
-            xq = strips.reshape(a, n, h, -1, cw)[:, :, :, pad:pad + w_out].transpose(0, 1, 2, 4, 3)
-            _conv_pixels(np.ascontiguousarray(xq), k, pad, h_out, w_out,
-                         np.ascontiguousarray(w_rows), np.outer(a_w, b_w), init, out)
+            xq = np.zeros((a, n, h, cw, -(-w_out // PIXEL_TILE) * PIXEL_TILE + k - 1), dtype=np.uint64)
+            xq[..., :pad + w_out] = strips.reshape(a, n, h, -1, cw).transpose(0, 1, 2, 4, 3)
+            _conv_pixels(xq, k, pad, h_out, w_out, np.ascontiguousarray(w_rows), a_w, b_w, init, out)
         else:
             _conv_words(strips, c_bits, k, stride, pad, h_out, w_out,
                         np.ascontiguousarray(w_rows), np.outer(a_w, b_w), init, n_chunks, out)
