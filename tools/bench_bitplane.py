@@ -15,6 +15,8 @@ Prints, in one run:
   engine at 1 and 2 threads, outputs checked identical, ratio bit-plane / plain.
 Times are the minimum of repeats; the cases alternate round by round so that load from
 other processes falls on all of them alike. Thread counts go through FQSR_BITPLANE_THREADS.
+With --profile, also where the time goes: each conv kind of the whole model (conv and its
+requantization) in both engines, one thread, and the bit-plane engine's share.
 """
 from __future__ import annotations
 
@@ -150,11 +152,68 @@ def engine_figures(size: int, repeats: int) -> dict:
             "ratios": {name: best[name] / best["plain"] for name in best if name != "plain"}}
 
 
+def conv_profile(size: int, repeats: int) -> None:
+    """Seconds per conv kind (weight shape and input grid) of the whole model, both engines,
+    each the minimum over repeats of its summed conv calls (conv, requantization)."""
+    import time as _time
+    from collections import defaultdict
+
+    from fqsr_ref.integer import run as run_mod
+
+    model, codes = engine_model(size)
+    prep = run_mod.prepare(model)
+    x = np.ascontiguousarray(codes.transpose(0, 2, 3, 1))
+    kinds = {}
+    for op in model.ops:
+        if hasattr(op, "weight"):
+            t = model.tensors[op.input]
+            o, c, k, _ = op.weight.shape
+            kinds[op.name] = f"{k}x{k} {c}->{o} {'s' if t.signed else 'u'}{t.bits}"
+    spent = defaultdict(float)
+    originals = {"plain": run_mod._conv_plain, "bitplane": run_mod._conv_bitplane}
+
+    def timed(engine):
+        def conv(op, *args, **kwargs):
+            t0 = _time.perf_counter()
+            y = originals[engine](op, *args, **kwargs)
+            spent[(engine, kinds[op.name])] += _time.perf_counter() - t0
+            return y
+        return conv
+
+    best = defaultdict(lambda: float("inf"))
+    try:
+        run_mod._conv_plain, run_mod._conv_bitplane = timed("plain"), timed("bitplane")
+        for engine in ("plain", "bitplane"):
+            run_mod.run_nhwc(prep, x[:, :32, :32], engine)          # compile
+        for _ in range(repeats):
+            for engine in ("plain", "bitplane"):
+                spent.clear()
+                t0 = _time.perf_counter()
+                run_mod.run_nhwc(prep, x, engine)
+                best[(engine, "whole model")] = min(best[(engine, "whole model")], _time.perf_counter() - t0)
+                for key, sec in spent.items():
+                    best[key] = min(best[key], sec)
+    finally:
+        run_mod._conv_plain, run_mod._conv_bitplane = originals["plain"], originals["bitplane"]
+    count = defaultdict(int)
+    for kind in kinds.values():
+        count[kind] += 1
+    total = best[("bitplane", "whole model")]
+    print(f"where the time goes, LR {size}x{size}, one thread (minimum of {repeats} alternating runs):")
+    for kind in list(dict.fromkeys(kinds.values())) + ["whole model"]:
+        n = f"{count[kind]:2d} x " if kind in count else "     "
+        p, b = best[("plain", kind)], best[("bitplane", kind)]
+        print(f"  {n}{kind:22s} plain {p:6.2f} s  bit-plane {b:6.2f} s ({100 * b / total:3.0f}%)  "
+              f"ratio {b / p:5.2f}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", type=int, default=256, help="LR side of the model input")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="kernel figures at LR 64, no engine run")
+    parser.add_argument("--profile", action="store_true",
+                        help="also the time per conv kind of the whole model, both engines, one thread")
     args = parser.parse_args(argv)
     if args.size < 1 or args.repeats < 1:
         parser.exit(2, "error: --size and --repeats must be >= 1\n")
@@ -168,6 +227,8 @@ def main(argv=None) -> int:
     kernel_figures(64 if args.quick else args.size, args.repeats, peak, rng)
     if args.quick:
         return 0
+    if args.profile:
+        with_threads(1, lambda: conv_profile(args.size, args.repeats))
     fig = engine_figures(args.size, args.repeats)
     print(f"whole model, SRResNet x2 16 blocks 64 ch 8/8/8, LR {args.size}x{args.size} "
           f"(minimum of {args.repeats} alternating runs, outputs identical):")
