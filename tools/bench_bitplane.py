@@ -10,9 +10,11 @@ Prints, in one run:
   threads used (threads x clock x one 64-bit popcount per cycle; AVX-512 VPOPCNTQ can exceed it);
   each is checked equal to the plain engine;
 - the engine ratio: the whole integer model (SRResNet x2, 16 blocks, 64 channels, 8/8/8,
-  untrained weights with DAIA intervals; speed does not depend on the values) on an
-  LR size x size crop of the bundled photo, with the plain engine and with the bit-plane
-  engine at 1 and 2 threads, outputs checked identical, ratio bit-plane / plain.
+  untrained weights with DAIA intervals; speed hardly depends on the values: only all-zero
+  input words, and all-zero weight words of the few-output tail, are skipped) on an LR
+  size x size crop of the bundled photo, run as `run_image` runs it (tensors freed once
+  read), with the plain engine and with the bit-plane engine at 1 and 2 threads, outputs
+  checked identical, ratio bit-plane / plain.
 Times are the minimum of repeats; the cases alternate round by round so that load from
 other processes falls on all of them alike. Thread counts go through FQSR_BITPLANE_THREADS.
 With --profile, also where the time goes: each conv kind of the whole model (conv and its
@@ -130,15 +132,17 @@ def engine_model(size: int):
 
 def engine_figures(size: int, repeats: int) -> dict:
     """Seconds of the whole model per engine (minimum of alternating repeats) and the ratios."""
-    from fqsr_ref.integer.run import run_ops
+    from fqsr_ref.integer.run import prepare, run_nhwc
 
     model, codes = engine_model(size)
-    out_name = model.ops[-1].output
+    prep = prepare(model)
+    x = np.ascontiguousarray(codes.transpose(0, 2, 3, 1))
     outputs = {}
 
     def run(engine, threads=None):
+        # as `run_image` (tools/benchmark.py): tensors freed once no later op reads them
         def go():
-            outputs[(engine, threads)] = run_ops(model, codes, engine)[out_name]
+            outputs[(engine, threads)] = run_nhwc(prep, x, engine)["image.out"]
         return go if threads is None else (lambda: with_threads(threads, go))
 
     cases = {"plain": run("plain")}

@@ -16,7 +16,10 @@ unsigned codes; the affine correction then adds the terms in n (see
 engine (engine_plain.py), to which this engine is bit-identical.
 
 The Numba kernels count bits with LLVM's ctpop intrinsic, which compiles to the
-POPCNT instruction (or VPOPCNTQ where AVX-512 has it and the loop vectorises).
+POPCNT instruction (or VPOPCNTQ where AVX-512 has it and the loop vectorises). The
+two hot inner loops (`_popcount_block`, `_popcount_taps`) are written as LLVM vector
+IR so that their running sums stay in registers across the row's words: AND, popcount,
+add per 8 words, nothing else (generic vector IR, lowered for whatever CPU runs it).
 """
 from __future__ import annotations
 
@@ -33,8 +36,8 @@ from .engine_plain import bias_bound, check_bias, conv_geometry, gemm_shapes
 from .requant import acc_bound, acc_dtype, check_codes, code_range
 
 WORD_BITS = 64
-# Below this many output columns the column-vectorised kernel wastes its SIMD
-# lanes; the word-innermost kernel is then faster (tools/bench_bitplane.py).
+# Below this many output channels the lanes kernel's 64-lane blocks would be mostly
+# zero lanes; the pixels or word-innermost kernel is used instead.
 WIDE_MIN_COLUMNS = 8
 
 
@@ -138,10 +141,9 @@ PIXELS_MIN_WIDTH = 16
 # cores (tools/bench_bitplane.py) 2 threads took 0.57x the time of 1 when idle, but under
 # other processes' load they ranged from 0.67x to 1.7x: 1 is never the slow choice.
 THREADS_ENV = "FQSR_BITPLANE_THREADS"
-# Output pixels per parallel chunk: each chunk allocates its row and count buffers once.
+# Output pixels per parallel chunk: each chunk allocates its row and total buffers once.
 CHUNK_PIXELS = 256
-# Longest row: its popcount per plane pair (<= row bits) fits the int32 counters, and
-# |acc| <= row bits * 2^(16 + 16) (16-bit operands) fits int64.
+# Longest row: |acc| <= row bits * 2^(16 + 16) (16-bit operands) fits int64.
 MAX_ROW_BITS = 1 << 30
 
 
