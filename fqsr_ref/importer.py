@@ -418,7 +418,8 @@ def float_upscaler(imported: Imported):
 
     def sr_fn(lr_uint8):
         x = (np.asarray(lr_uint8, np.float32) / np.float32(255)).transpose(2, 0, 1)[None]
-        y, _ = sr_forward(Pass(params, state, cfg, torch_mean_shift=True), cfg, np.ascontiguousarray(x))
+        y, _ = sr_forward(Pass(params, state, cfg, torch_mean_shift=True, keep_cache=False), cfg,
+                          np.ascontiguousarray(x))
         return float_to_uint8(y[0].transpose(1, 2, 0).astype(np.float64) * 255)
 
     sr_fn.scale = cfg.scale

@@ -90,7 +90,7 @@ def calibrate(cfg: ModelConfig, params: dict, state: dict, source, batches: int,
     init = {}
     for k in range(batches):
         lr, _ = source.sample(np.random.default_rng([seed, k]), batch, patch, cfg.scale)
-        ps = Pass(params, state, cfg, training=True, alpha=0.0, warmup=batches)
+        ps = Pass(params, state, cfg, training=True, alpha=0.0, warmup=batches, keep_cache=False)
         sr_forward(ps, cfg, lr)
         state.update(ps.new_state)
         init.update(ps.interval_init)

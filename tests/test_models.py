@@ -27,6 +27,21 @@ def test_output_shape_and_dtype(arch, scale):
     assert y.shape == (2, 3, 5 * scale, 4 * scale) and y.dtype == np.float32
 
 
+@pytest.mark.parametrize("arch,bits", [("srresnet", "32/32/32"), ("edsr", "4/4/8"), ("fqsr_lite", "8/8/8")])
+def test_inference_forward_drops_the_cache_and_computes_the_same(arch, bits):
+    cfg = tiny(arch, 2, bits)
+    params, state = init_model(cfg, np.random.default_rng(0))
+    if cfg.quantized:   # intervals from one DAIA pass, so that the codes are not all saturated
+        ps, _, _ = run_pass(cfg, params, state, np.random.default_rng(2).random((1, 3, 6, 6)),
+                            training=True, warmup=1)
+        params = {**params, **{k: np.asarray(v) for k, v in ps.interval_init.items()}}
+    x = np.random.default_rng(1).random((2, 3, 5, 4))
+    _, kept, cache = run_pass(cfg, params, state, x)
+    _, dropped, none = run_pass(cfg, params, state, x, keep_cache=False)
+    assert cache is not None and none is None
+    np.testing.assert_array_equal(dropped, kept)
+
+
 def model_gradcheck(cfg, params, state, x, training, **pass_kw):
     """Check every parameter's gradient of sum(sr * dout) + SQCL against centred differences."""
     rng = np.random.default_rng(7)

@@ -118,8 +118,8 @@ def speed(size, repeats, with_bitplane):
     fp_params = cast_floats(fp_params, np.float32)
     cases = {
         "plain": lambda: run_image(model, lr, "plain"),
-        "fakequant": lambda: sr_forward(Pass(params, state, cfg), cfg, x),
-        "fp32": lambda: sr_forward(Pass(fp_params, fp_state, fp_cfg), fp_cfg, x),
+        "fakequant": lambda: sr_forward(Pass(params, state, cfg, keep_cache=False), cfg, x),
+        "fp32": lambda: sr_forward(Pass(fp_params, fp_state, fp_cfg, keep_cache=False), fp_cfg, x),
         "gemm": GemmFloor(forward_gemms(cfg, size, size)),
     }
     best = min_seconds(cases, repeats)

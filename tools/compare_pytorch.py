@@ -268,7 +268,8 @@ def torch_forward(model, x01, in_range, out_range, dtype):
 def fqsr_forward(imp, x01, dtype):
     """The import's output in 0..255 pixel units (PyTorch's mean shift, as evaluate --weights)."""
     cfg = imp.config
-    ps = Pass(cast_floats(imp.params, dtype), cast_floats(imp.state, dtype), cfg, torch_mean_shift=True)
+    ps = Pass(cast_floats(imp.params, dtype), cast_floats(imp.state, dtype), cfg, torch_mean_shift=True,
+              keep_cache=False)
     y, _ = sr_forward(ps, cfg, np.ascontiguousarray(x01.astype(dtype)))
     return y.astype(np.float64) * 255.0
 
@@ -398,14 +399,14 @@ def speed(args, log=print):
         xt = torch.from_numpy(x * 255)
         with torch.inference_mode():
             ref = model(xt).numpy()
-        got = sr_forward(Pass(params32, state32, cfg), cfg, x)[0] * 255
+        got = sr_forward(Pass(params32, state32, cfg, keep_cache=False), cfg, x)[0] * 255
         log(f"  LR {size}: float32 outputs differ by {np.max(np.abs(got - ref)):.1e} (0..255 units)")
 
         def torch_fwd():
             with torch.inference_mode():
                 model(xt)
         cases = {"torch": torch_fwd,
-                 "fp32": lambda: sr_forward(Pass(params32, state32, cfg), cfg, x),
+                 "fp32": lambda: sr_forward(Pass(params32, state32, cfg, keep_cache=False), cfg, x),
                  "plain": lambda: run_image(int_model, lr, "plain")}
         if size == 128 or args.bitplane_256:
             cases["bitplane"] = lambda: run_image(int_model, lr, "bitplane")

@@ -20,7 +20,7 @@ def upscale(cfg: ModelConfig, params: dict, state: dict, lr_uint8):
     is rounded half up and clamped to 8 bits.
     """
     x = (np.asarray(lr_uint8, np.float32) / np.float32(255)).transpose(2, 0, 1)[None]
-    y, _ = sr_forward(Pass(cast_floats(params, np.float32), state, cfg), cfg,
+    y, _ = sr_forward(Pass(cast_floats(params, np.float32), state, cfg, keep_cache=False), cfg,
                       np.ascontiguousarray(x))
     return float_to_uint8(y[0].transpose(1, 2, 0).astype(np.float64) * 255)
 

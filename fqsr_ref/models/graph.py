@@ -52,10 +52,12 @@ class Pass:
     interval_init (site intervals that finished their DAIA warm-up in this pass),
     sqcl (alpha * sum of L_q), codes (site -> integer codes, when record_codes).
     torch_mean_shift: EDSR's head as PyTorch computes it (float models; SPEC 5.5).
+    keep_cache: False for a forward that no backward follows (inference): the graph
+    drops each layer's cache as it goes, so memory holds a few layers, not all.
     """
 
     def __init__(self, params, state, cfg, training=False, alpha=0.3, p=1, warmup=20,
-                 record_codes=False, linearize=None, torch_mean_shift=False):
+                 record_codes=False, linearize=None, torch_mean_shift=False, keep_cache=True):
         self.params = params
         self.state = state
         self.grid = cfg.grid
@@ -72,6 +74,7 @@ class Pass:
         # EDSR's head reads x - mean zero-padded, as PyTorch's MeanShift does (float
         # models only: imported weights scored as they were trained; SPEC 5.5).
         self.torch_mean_shift = torch_mean_shift
+        self.keep_cache = keep_cache
         self.grads = {}
         self.new_state = {}
         self.interval_init = {}

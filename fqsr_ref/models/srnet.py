@@ -150,6 +150,11 @@ def mean_offset(cfg: ModelConfig, dtype):
     return (np.asarray(DIV2K_RGB_MEAN, np.float64) * cfg.pixel_range).astype(dtype)
 
 
+def kept(ps: Pass, out):
+    """An op's (value, cache), the cache dropped when no backward will read it."""
+    return out if ps.keep_cache else (out[0], None)
+
+
 class SRCache(NamedTuple):
     image_in: object
     head: object
@@ -165,39 +170,43 @@ def sr_forward(ps: Pass, cfg: ModelConfig, x):
     """x: (N, 3, H, W) float in [0, 1] -> (sr (N, 3, sH, sW) in [0, 1], cache).
 
     Inside, the graph works on pixels in 0..pixel_range (the authors' rgb_range).
+    With ps.keep_cache False the cache is None and each layer's is freed as soon as
+    the next runs.
     """
     bits, L = bits_of(cfg), layer_specs(cfg)
     m = mean_offset(cfg, x.dtype)
     image = IMAGE if cfg.quantized else FLOAT
     pixels = x.dtype.type(cfg.pixel_range)
 
-    x, c_in = quant_forward(ps, "image.in", x * pixels, image, learnable=False)
+    x, c_in = kept(ps, quant_forward(ps, "image.in", x * pixels, image, learnable=False))
     if m is not None and ps.torch_mean_shift:
         # PyTorch's MeanShift: the head reads x - m with zero padding (a float model
         # only; the integer head folds m into its bias, SPEC 5.1). Backward unchanged.
         if cfg.quantized:
             raise ValueError("torch_mean_shift: a float model only; quantized EDSR folds the mean")
-        h, c_head = qconv_forward(ps, L.head, x - m.reshape(3, 1, 1), image, bits)
+        h, c_head = kept(ps, qconv_forward(ps, L.head, x - m.reshape(3, 1, 1), image, bits))
     else:
-        h, c_head = qconv_forward(ps, L.head, x, image, bits, in_offset=m)
+        h, c_head = kept(ps, qconv_forward(ps, L.head, x, image, bits, in_offset=m))
     s, s_fmt, c_blocks = h, out_format(L.head, bits), []
     for i, (conv1, conv2) in enumerate(L.blocks):
-        t, c1 = qconv_forward(ps, conv1, s, s_fmt, bits)
-        z, c2 = qconv_forward(ps, conv2, t, out_format(conv1, bits), bits)
-        s, ca = qadd_forward(ps, f"blocks.{i}.add", s, z, cfg.add_relu, cfg.res_scale, bits)
+        t, c1 = kept(ps, qconv_forward(ps, conv1, s, s_fmt, bits))
+        z, c2 = kept(ps, qconv_forward(ps, conv2, t, out_format(conv1, bits), bits))
+        s, ca = kept(ps, qadd_forward(ps, f"blocks.{i}.add", s, z, cfg.add_relu, cfg.res_scale, bits))
         s_fmt = add_format(f"blocks.{i}.add", bits)
         c_blocks.append((c1, c2, ca))
-    z, c_trunk = qconv_forward(ps, L.trunk, s, s_fmt, bits)
-    u, c_long = qadd_forward(ps, "long_add", h, z, False, 1.0, bits)
+    z, c_trunk = kept(ps, qconv_forward(ps, L.trunk, s, s_fmt, bits))
+    u, c_long = kept(ps, qadd_forward(ps, "long_add", h, z, False, 1.0, bits))
 
     fmt, c_up = add_format("long_add", bits), []
     for spec, r in zip(L.up, cfg.upsample_factors):
-        u, cu = qconv_forward(ps, spec, u, fmt, bits)
-        u, cs = pixel_shuffle_forward(u, r)   # moves codes, never changes them
+        u, cu = kept(ps, qconv_forward(ps, spec, u, fmt, bits))
+        u, cs = kept(ps, pixel_shuffle_forward(u, r))   # moves codes, never changes them
         fmt = out_format(spec, bits)
         c_up.append((cu, cs))
-    y, c_tail = qconv_forward(ps, L.tail, u, fmt, bits, out_offset=m)
-    y, c_out = quant_forward(ps, "image.out", y, image, learnable=False)
+    y, c_tail = kept(ps, qconv_forward(ps, L.tail, u, fmt, bits, out_offset=m))
+    y, c_out = kept(ps, quant_forward(ps, "image.out", y, image, learnable=False))
+    if not ps.keep_cache:
+        return y / pixels, None
     return y / pixels, SRCache(c_in, c_head, c_blocks, c_trunk, c_long, c_up, c_tail, c_out)
 
 

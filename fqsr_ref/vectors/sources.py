@@ -65,7 +65,7 @@ def calibrated_params(cfg: ModelConfig, rng: np.random.Generator, batch: np.ndar
     fp = dataclasses.replace(cfg, wt=32, fm=32, sc=32)
     params, state = init_model(fp, rng)
     params, state = quantize_model(params, state, cfg)
-    ps = Pass(params, state, cfg, training=True, warmup=1)
+    ps = Pass(params, state, cfg, training=True, warmup=1, keep_cache=False)
     sr_forward(ps, cfg, batch)
     params = {**params, **{k: np.asarray(v) for k, v in ps.interval_init.items()}}
     return params, {**state, **ps.new_state}
