@@ -25,7 +25,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from multiprocessing import get_all_start_methods, get_context
+from multiprocessing import current_process, get_all_start_methods, get_context
 
 import numpy as np
 
@@ -195,9 +195,12 @@ PROCESS_PREFETCH_STEPS = 200
 def prefetch_mode(source, steps: int) -> str:
     """How train_stage prefetches: a process for a long run on procedural images
     (their sampling is mostly Python and holds the GIL) on Linux (fork, and a
-    death signal for the worker: _die_with_parent), else a thread."""
+    death signal for the worker: _die_with_parent), else a thread. A daemonic
+    process (a multiprocessing.Pool worker, as in reproduce.py --jobs 2) may not
+    start children: it keeps the thread."""
     if (isinstance(source, ProceduralSource) and steps >= PROCESS_PREFETCH_STEPS
-            and sys.platform.startswith("linux") and "fork" in get_all_start_methods()):
+            and sys.platform.startswith("linux") and "fork" in get_all_start_methods()
+            and not current_process().daemon):
         return "process"
     return "thread"
 

@@ -26,7 +26,7 @@ from fqsr_ref.ops.batchnorm import (batchnorm_backward, batchnorm_backward_refer
                                     batchnorm_forward, batchnorm_forward_reference)
 from fqsr_ref.quant.quantizer import (QuantSpec, quantize_backward, quantize_backward_reference,
                                       quantize_forward, quantize_forward_reference)
-from fqsr_ref.trainer import BatchStream, StageOptions, batch_for_step
+from fqsr_ref.trainer import BatchStream, StageOptions, batch_for_step, prefetch_mode
 
 DTYPES = [np.float64, np.float32]
 
@@ -172,6 +172,20 @@ def test_batch_stream_stops_its_worker_on_a_break():
             if step == 1:
                 break
     assert not multiprocessing.active_children()   # the worker was joined
+
+
+def _prefetch_mode_of_a_long_procedural_run():
+    return prefetch_mode(ProceduralSource(), 10_000)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process prefetch is Linux only")
+def test_a_pool_worker_prefetches_in_a_thread():
+    # reproduce.py --jobs 2 trains in multiprocessing.Pool workers, which are daemonic
+    # and may not start the sampling process (it failed with "daemonic processes are
+    # not allowed to have children")
+    assert _prefetch_mode_of_a_long_procedural_run() == "process"
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_prefetch_mode_of_a_long_procedural_run) == "thread"
 
 
 def test_reuse_freed_memory_serves_a_freed_block_again_without_page_faults():
