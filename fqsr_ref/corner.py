@@ -131,3 +131,69 @@ def weight_codes(rng, shape, n):
         taps[rng.choice(taps.size, 4, replace=False)] = code
         codes[channel] = taps.reshape(codes[channel].shape)
     return codes
+
+
+# ------------------------------------------------------------ can a site tie at all?
+
+def _v2(m: int) -> int:
+    """2-adic valuation of m != 0 (trailing zero bits)."""
+    return (m & -m).bit_length() - 1
+
+
+def _product_can_tie(m: int, shift: int, bound: int) -> bool:
+    """Is there an integer x, 0 < |x| <= bound, whose x * m / 2^n is an odd multiple of
+    1/2 (n = 31 - shift, SPEC 6.4)? Exactly when x * m has 2-adic valuation n - 1, i.e.
+    x is an odd multiple of 2^(n - 1 - v2(m)): the smallest such |x| must fit."""
+    n = 31 - shift
+    if n <= 0 or m == 0:
+        return False
+    e = n - 1 - _v2(m)
+    return e >= 0 and 2 ** e <= bound
+
+
+def _add_can_tie(m_a: int, m_b: int, shift: int, a_range, b_range) -> bool:
+    """Is there an operand pair (a, b) in the ranges with a m_a + b m_b an odd multiple of
+    2^(n-1)? For each a: b m_b = t (mod 2^n), t = 2^(n-1) - a m_a, has solutions iff
+    2^v2(m_b) divides t; they form one residue class of b modulo 2^(n - v2(m_b))."""
+    n = 31 - shift
+    if n <= 0:
+        return False
+    vb = _v2(m_b) if m_b else n
+    modulus = 1 << max(n - vb, 0)
+    inverse = pow(m_b >> vb, -1, modulus) if modulus > 1 else 0
+    b_lo, b_hi = b_range
+    for a in range(a_range[0], a_range[1] + 1):
+        t = ((1 << (n - 1)) - a * m_a) % (1 << n)
+        if t % (1 << vb):
+            continue
+        b0 = ((t >> vb) * inverse) % modulus if modulus > 1 else 0
+        first = b_lo + (b0 - b_lo) % modulus        # the class's first member >= b_lo
+        if first <= b_hi:
+            return True
+    return False
+
+
+def reachable_ties(model) -> dict:
+    """Per rounding site of an integer model (fqsr_ref.integer.IntModel): can any input
+    make it round an exact tie? Conv sites ("<conv>" for acc >= 0, "<conv> (acc < 0)")
+    take any accumulator within acc_bound (a superset of what inputs reach, so False is
+    a proof); requant sites any input code; adds every pair of operand codes (the
+    branch >= 0 behind Eq. 7's ReLU). A trained model's multipliers approximate
+    arbitrary ratios to 31 bits, and its sites cannot tie at all: no constructed input
+    of its own ops exercises the tie rule. That is why the corner models construct
+    their multipliers too."""
+    tensors, out = model.tensors, {}
+    for op in model.ops:
+        if op.kind == "conv":
+            out[op.name] = _product_can_tie(op.multiplier, op.shift, op.acc_bound)
+            out[op.name + " (acc < 0)"] = _product_can_tie(op.neg_multiplier, op.neg_shift,
+                                                           op.acc_bound)
+        elif op.kind == "requant":
+            t = tensors[op.input]
+            out[op.name] = _product_can_tie(op.multiplier, op.shift, max(-t.qmin, t.qmax))
+        elif op.kind == "add":
+            a, b = tensors[op.input], tensors[op.branch]
+            b_range = (max(b.qmin, 0) if op.branch_relu else b.qmin, b.qmax)
+            out[op.name] = _add_can_tie(op.multiplier, op.branch_multiplier, op.shift,
+                                        (a.qmin, a.qmax), b_range)
+    return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fqsr_ref import vectors as V
-from fqsr_ref.corner import corner_model
+from fqsr_ref.corner import _add_can_tie, _product_can_tie, corner_model, reachable_ties
 from test_integer_model import code_differences, photo_crop
 
 CORNER = [V.corner_dir(bits) for bits in V.CORNER_BITS]
@@ -61,3 +61,39 @@ def test_corner_float_model_agrees_with_integer_model_at_ties(bits):
     cfg, params, state = corner_model(bits)
     for site, differ, total, worst in code_differences(cfg, params, state, photo_crop(16)):
         assert differ == 0, (site, differ, total, worst)
+
+
+@pytest.mark.parametrize("vec_dir", V.committed_dirs(), ids=lambda d: d.name)
+def test_only_constructed_multipliers_can_tie(vec_dir):
+    """The trained sets' rounding sites cannot tie for any input (so no standalone op
+    case with their own multipliers could exercise the tie rule); every site of the
+    corner sets can, and the coverage test above shows that their vectors do."""
+    sites = reachable_ties(V.read_model(vec_dir).model)
+    assert len(sites) >= 17
+    if vec_dir.name.startswith("corner"):
+        assert all(sites.values()), [k for k, v in sites.items() if not v]
+    else:
+        assert not any(sites.values()), [k for k, v in sites.items() if v]
+
+
+@pytest.mark.parametrize("m_a,m_b,shift,a_range,b_range", [
+    (3 << 29, 3 << 28, 1, (-7, 7), (0, 7)),         # the corner adds
+    (1_894_405_992, 1_234_567_891, 3, (-7, 7), (-7, 7)),
+    (6, 10, 29, (-3, 3), (-3, 3)),                  # n = 2: ties at odd multiples of 2
+    (4, 8, 29, (-3, 3), (-3, 3)),                   # every product divisible by 4: never
+    (12, 0, 28, (-3, 3), (0, 0)),                   # branch multiplier 0
+])
+def test_add_tie_search_against_brute_force(m_a, m_b, shift, a_range, b_range):
+    n = 31 - shift
+    brute = any((a * m_a + b * m_b) % (1 << n) == 1 << (n - 1)
+                for a in range(a_range[0], a_range[1] + 1)
+                for b in range(b_range[0], b_range[1] + 1))
+    assert _add_can_tie(m_a, m_b, shift, a_range, b_range) == brute
+
+
+@pytest.mark.parametrize("m,shift,bound", [(1 << 30, 30, 1), (1 << 30, 0, 1), (3 << 29, 30, 5), (1_894_405_992, -4, 1000),
+                                           (1_894_405_992, 27, 100), (5, 29, 1), (5, 29, 2)])
+def test_conv_tie_search_against_brute_force(m, shift, bound):
+    n = 31 - shift
+    brute = any((x * m) % (1 << n) == 1 << (n - 1) for x in range(-bound, bound + 1) if x)
+    assert _product_can_tie(m, shift, bound) == brute
