@@ -10,10 +10,11 @@ paper's Set5 rows, and which of the paper's orderings hold) and
 OUT/results_<arch>.png (gain over bicubic, ours and the paper's); OUT is --out
 (runs/reproduce), or --docs DIR: `--docs docs` replaces the tracked docs/results.md.
 
-    python tools/reproduce.py [--arch srresnet edsr] [--fp-steps 6000] [--steps 3000]
+    python tools/reproduce.py [--arch srresnet edsr] [--fp-steps 6000] [--steps 10000]
 
-With the defaults (the --tiny recipe: batch 8 of 12x12 LR patches) it takes about
-12 minutes per architecture on a 2-core CPU (`--jobs 2` runs the two at once);
+With the defaults (the --tiny recipe: batch 8 of 12x12 LR patches, and the 10 000
+fine-tuning steps of its low-bit preset) it takes about 32 minutes on a 2-core CPU
+with `--jobs 2` (the two architectures at once, one core each);
 checkpoints go to --out/<arch> and a finished run is reused when the script is
 started again. OpenBLAS runs one thread per process (`import fqsr_ref` sets it,
 whatever was imported first; set OPENBLAS_NUM_THREADS to change it).
@@ -237,7 +238,7 @@ def build_parser():
     p.add_argument("--arch", nargs="+", choices=sorted(PAPER_SET5), default=["srresnet", "edsr"],
                    help="architectures (default: srresnet edsr)")
     p.add_argument("--fp-steps", type=int, default=6000, help="full-precision steps (default %(default)s)")
-    p.add_argument("--steps", type=int, default=3000,
+    p.add_argument("--steps", type=int, default=10000,
                    help="quantized fine-tuning steps per row (default %(default)s)")
     p.add_argument("--batch", type=int, default=8, help="batch size (default %(default)s)")
     p.add_argument("--patch", type=int, default=12, help="LR patch side (default %(default)s)")
