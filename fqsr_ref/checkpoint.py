@@ -11,9 +11,12 @@ Layout of the archive (every entry a plain array; strings are 0-d unicode arrays
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import tempfile
+import threading
 import zipfile
 from typing import NamedTuple
 
@@ -32,9 +35,32 @@ class Checkpoint(NamedTuple):
     meta: dict
 
 
+@contextlib.contextmanager
+def sigint_deferred():
+    """Ctrl-C inside the block takes effect after it, so that a file being written is
+    finished first. (A KeyboardInterrupt inside np.savez leaves zipfile's write handle
+    open; closing the archive then raises a ValueError that hides the interrupt.)
+    Only the main thread receives signals; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received and previous is not signal.SIG_IGN:
+        if callable(previous):
+            previous(signal.SIGINT, None)   # Python's default handler raises KeyboardInterrupt
+        else:
+            raise KeyboardInterrupt
+
+
 def save_checkpoint(path, ckpt: Checkpoint):
     """Write atomically: a temporary file in the same directory, then os.replace,
-    so a killed process leaves either the old checkpoint or the new one."""
+    so a killed process leaves either the old checkpoint or the new one. Ctrl-C
+    while writing is raised once the new checkpoint is in place."""
     arrays = {"config": np.array(ckpt.config.to_json()),
               "meta": np.array(json.dumps(ckpt.meta, sort_keys=True))}
     for section, entries in zip(SECTIONS, (ckpt.params, ckpt.state, ckpt.adam)):
@@ -42,17 +68,18 @@ def save_checkpoint(path, ckpt: Checkpoint):
             arrays[f"{section}/{name}"] = np.asarray(value)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with sigint_deferred():
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".npz", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def temporary_prefix(path) -> str:

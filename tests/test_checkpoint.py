@@ -47,6 +47,33 @@ def test_a_consistent_checkpoint_loads(tmp_path):
     load_checkpoint(write(tmp_path / "f32.npz", params=f32))
 
 
+def test_ctrl_c_while_saving_finishes_the_checkpoint_first(tmp_path, monkeypatch):
+    """Ctrl-C inside np.savez used to leave zipfile's write handle open; closing the
+    archive then raised "Can't close the ZIP file while there is an open writing handle"
+    (a ValueError: exit 2 and a traceback where the trainer promises one line, exit 130).
+    Now the interrupt waits for the checkpoint to be in place."""
+    import os
+    import signal
+
+    import fqsr_ref.checkpoint as checkpoint
+    real_savez = np.savez
+
+    def interrupted_savez(f, **arrays):
+        first = dict(list(arrays.items())[:2])
+        real_savez(f, **first)            # some members written ...
+        f.seek(0)
+        os.kill(os.getpid(), signal.SIGINT)   # ... Ctrl-C arrives ...
+        real_savez(f, **arrays)           # ... and the write goes on to the end
+    monkeypatch.setattr(checkpoint.np, "savez", interrupted_savez)
+    params, state = model()
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(str(tmp_path / "c.npz"), Checkpoint(CFG, params, state, {}, {}))
+    monkeypatch.undo()
+    assert sorted(load_checkpoint(str(tmp_path / "c.npz")).params) == sorted(params)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert os.listdir(tmp_path) == ["c.npz"]
+
+
 def test_missing_parameter(tmp_path):
     params, _ = model()
     del params["head.w"]
