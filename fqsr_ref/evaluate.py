@@ -30,10 +30,8 @@ from .data.resize import SCALES
 
 MIN_TILE = 16
 SCORE_BYTES_PER_HR_PIXEL = 160     # bicubic, Y planes and SSIM maps in float64 (measured ~100)
-# An upper bound: the inference forward (keep_cache=False) keeps only a few layers alive;
-# measured peaks 4-12 KB per LR pixel against this estimate's 59-84 KB (EDSR/SRResNet
-# x2, EDSR x4, 16 blocks of 64 channels).
-FORWARD_COPIES = 6                 # float32 copies of each layer output
+PROBE = 48                         # LR side of the image whose forward is measured
+PROBE_MARGIN = 1.5                 # measured per-pixel peaks vary ~10 % with the size
 
 
 def size_text(n: int) -> str:
@@ -66,18 +64,28 @@ def config_radius(cfg) -> int:
     return math.ceil(r + Fraction(L.tail.k // 2, f))
 
 
-def forward_bytes_per_pixel(cfg) -> int:
-    """Bytes per LR pixel of the float forward: FORWARD_COPIES float32 copies of every
-    conv output (at its resolution)."""
-    from .models import layer_specs
-    L = layer_specs(cfg)
-    channels = L.head.cout + sum(c.cout for pair in L.blocks for c in pair) + L.trunk.cout
-    f = 1
-    for spec, factor in zip(L.up, cfg.upsample_factors):
-        channels += spec.cout * f * f
-        f *= factor
-    channels += L.tail.cout * f * f
-    return FORWARD_COPIES * 4 * channels
+def forward_bytes_per_pixel(upscale) -> int:
+    """Bytes per LR pixel of upscale (lr uint8 -> sr uint8), measured: the peak of the
+    arrays a PROBE x PROBE forward allocates (tracemalloc sees NumPy's), times
+    PROBE_MARGIN. The probe runs twice and the second is measured, so that first-call
+    work (compilation, caches) is not counted. The inference forward keeps a few layers
+    alive, not all, so the peak follows the widest layers (SRResNet x2 16x64: 7.2-7.5 KB
+    per LR pixel at 48 to 256 pixels a side)."""
+    import tracemalloc
+    probe = np.zeros((PROBE, PROBE, 3), np.uint8)
+    upscale(probe)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        upscale(probe)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        if started:
+            tracemalloc.stop()
+    return math.ceil(PROBE_MARGIN * peak / PROBE ** 2)
 
 
 def image_size(path):
@@ -106,7 +114,7 @@ def tiled_upscaler(upscale, cfg, budget, tiled_log):
     """lr (H, W, 3) uint8 -> SR uint8 by upscale (the float model of cfg), in tiles when
     the forward of the whole image would not fit the budget beside the scoring of its
     HR image. tiled_log receives the tile side of every tiled call."""
-    per_px, halo, s = forward_bytes_per_pixel(cfg), config_radius(cfg), cfg.scale
+    per_px, halo, s = forward_bytes_per_pixel(upscale), config_radius(cfg), cfg.scale
 
     def sr_fn(lr):
         h, w = lr.shape[:2]

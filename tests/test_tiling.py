@@ -120,7 +120,9 @@ def test_evaluate_tiles_a_large_forward_and_refuses_what_cannot_fit(tmp_path, ca
     base = ["--checkpoint", str(tmp_path / "q.npz"), "--hr-dir", str(hr), "--scale", "2"]
     assert evaluate.main(base) == 0
     whole = capsys.readouterr().out
-    per_px, halo = evaluate.forward_bytes_per_pixel(cfg), evaluate.config_radius(cfg)
+    from fqsr_ref.models import load_upscaler
+    per_px = evaluate.forward_bytes_per_pixel(load_upscaler(str(tmp_path / "q.npz")))
+    halo = evaluate.config_radius(cfg)
     budget = evaluate.SCORE_BYTES_PER_HR_PIXEL * 128 * 120 + per_px * (evaluate.MIN_TILE + 2 * halo + 4) ** 2
     assert evaluate.main(base + ["--memory-budget", str(budget)]) == 0
     tiled = capsys.readouterr().out
@@ -130,6 +132,25 @@ def test_evaluate_tiles_a_large_forward_and_refuses_what_cannot_fit(tmp_path, ca
     assert evaluate.main(base + ["--memory-budget", "100K"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "needs about" in err[0] and "a.png" in err[0]
+
+
+@pytest.mark.parametrize("arch,scale,bits", [("srresnet", 2, "8/8/8"), ("edsr", 3, "32/32/32")])
+def test_evaluate_measures_the_forward_it_budgets(arch, scale, bits):
+    """The per-pixel estimate evaluate tiles by bounds the peak of a larger forward and
+    is not far above it (the old analytic estimate was 7-15x the peak)."""
+    import tracemalloc
+
+    from fqsr_ref import evaluate
+    from fqsr_ref.models import upscale
+    cfg, params, state = calibrated(arch, scale, bits)
+    sr_fn = lambda lr: upscale(cfg, params, state, lr)   # noqa: E731
+    per_px = evaluate.forward_bytes_per_pixel(sr_fn)
+    lr = np.random.default_rng(3).integers(0, 256, (80, 72, 3), dtype=np.uint8)
+    tracemalloc.start()
+    sr_fn(lr)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak <= per_px * 80 * 72 <= 3 * peak
 
 
 def test_a_huge_image_gets_tiles_within_the_budget(models):
