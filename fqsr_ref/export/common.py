@@ -1,0 +1,91 @@
+"""What every exported form shares: opsets, the image input and outputs, the model wrapper.
+
+Only the export imports `onnx` (the optional extra `pip install -e ".[onnx]"`); the
+rest of fqsr_ref never does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+MIN_OPSET = 13        # ConvInteger (10), Clip on integers (12), Mod, DepthToSpace CRD and int8 Q/DQ (13)
+DEFAULT_OPSET = 17    # what TensorRT, OpenVINO and onnxruntime's quantization tools read without surprises
+INT16_QDQ_OPSET = 21  # QuantizeLinear / DequantizeLinear with int16 and int4 outputs
+
+# Axis names of the dynamic dimensions of every graph input and output (NCHW).
+BATCH, HEIGHT, WIDTH = "N", "H", "W"
+
+
+def require_onnx():
+    """The onnx module, or a ValueError naming the extra that provides it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError('export needs the onnx package: pip install -e ".[onnx]"') from None
+    return onnx
+
+
+def check_opset(opset: int) -> int:
+    """opset if this export can target it, else ValueError naming the supported range."""
+    top = require_onnx().defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= top:
+        raise ValueError(f"--opset {opset}: supported opsets are {MIN_OPSET} to {top}")
+    return opset
+
+
+def elem_type(dtype) -> int:
+    """ONNX TensorProto element type of a NumPy dtype."""
+    onnx = require_onnx()
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def nchw_value(name: str, dtype, channels: int | None, scale: int = 1):
+    """A value_info of shape (N, channels, scale H, scale W) with symbolic dimensions.
+
+    scale is the tensor's resolution relative to the input image (2 after a x2
+    pixel shuffle); its height and width are then named 'H*2', 'W*2'.
+    """
+    onnx = require_onnx()
+    h, w = (HEIGHT, WIDTH) if scale == 1 else (f"{HEIGHT}*{scale}", f"{WIDTH}*{scale}")
+    return onnx.helper.make_tensor_value_info(name, elem_type(dtype), [BATCH, channels, h, w])
+
+
+def initializer(name: str, array: np.ndarray):
+    """A constant tensor of the graph, with the array's own dtype and shape."""
+    return require_onnx().numpy_helper.from_array(np.ascontiguousarray(array), name)
+
+
+def finish_model(graph, opset: int, doc: str, domains: dict | None = None):
+    """A ModelProto of graph at opset (plus custom domains {name: version}),
+    checked with onnx.checker in full (shape inference included)."""
+    onnx = require_onnx()
+    imports = [onnx.helper.make_opsetid("", opset)]
+    imports += [onnx.helper.make_opsetid(d, v) for d, v in (domains or {}).items()]
+    model = onnx.helper.make_model(graph, opset_imports=imports, producer_name="fqsr_ref",
+                                   doc_string=doc)
+    # The IR version onnxruntime of the same era reads (make_model picks onnx's newest).
+    model.ir_version = min(model.ir_version, 10)
+    if not domains:
+        onnx.checker.check_model(model, full_check=True)
+    else:
+        onnx.checker.check_model(model)   # custom ops have no schema for shape inference
+    return model
+
+
+def write_atomic(path, data: bytes) -> None:
+    """Write a file atomically: a temporary file in the same folder, then a rename, so an
+    interrupted export leaves the old file or the new one, never half of one."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
