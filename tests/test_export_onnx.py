@@ -273,3 +273,18 @@ def test_cli_refusals(tmp_path, args, message):
     assert message in r.stderr
     assert (tmp_path / "exists.onnx").read_bytes() == b"keep"
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("bits", ["4/4/8", "8/8/8"])
+def test_whole_photograph(bits):
+    """A whole photograph, border included, as the integer engine computes it."""
+    from fqsr_ref.data import photos_dir
+    from fqsr_ref.data.images import read_image
+    from fqsr_ref.integer.run import run_image
+    from fqsr_ref.vectors.sources import bundled_model
+
+    model = bundled_model(bits).model
+    lr = read_image(str(Path(photos_dir()) / "coins.png"))
+    sess = session(IG.integer_graph(model))
+    got = sess.run(["image.out"], {"image.in": np.ascontiguousarray(lr.transpose(2, 0, 1)[None])})[0]
+    assert np.array_equal(got[0].transpose(1, 2, 0), run_image(model, lr))
