@@ -252,7 +252,8 @@ def _build(arch, scale, wt, fm, sc, lr_size, blocks, channels, requant_image=Fal
     BN, PReLU, conv3x3, BN, add; conv3x3 + BN after the trunk, added to the
     head output (long skip); per x2 stage conv3x3 C->4C, shuffle 2, PReLU (x3:
     one stage C->9C, shuffle 3; x4: two x2 stages); 9x9 tail C->3 at HR.
-    EDSR-baseline: the same with a 3x3 head and tail, ReLU, no BN, no upsampler
+    EDSR-baseline: the same with a 3x3 head and tail, ReLU (or the authors' PReLU,
+    block_act: the same cost, both fold into requantization), no BN, no upsampler
     activation. SRResNet w/o M: head, upsampler, tail. BN folds into its conv.
     The head of a low-bit model reads the image's 8-bit codes, or the image
     requantized to fm bits with requant_image; every other conv reads fm bits.

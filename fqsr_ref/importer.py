@@ -4,7 +4,8 @@ A layout is the state-dict key names of a published PyTorch module (docs/SPEC.md
 
     edsr           EDSR-PyTorch `EDSR` (sanghyun-son/EDSR-PyTorch; also the FQSR authors'
                    EDSR): sub_mean, head.0, body.<i>.body.{0,2}, body.<B>, tail.0.<2j>,
-                   tail.1, add_mean
+                   tail.1, add_mean; with body.<i>.body.1.weight (a one-slope PReLU
+                   in every block), the authors' EDSR with --keyword PReLU
     basicsr_edsr   BasicSR `EDSR`: conv_first, body.<i>.conv{1,2}, conv_after_body,
                    upsample.<2j>, conv_last (its mean is not in the state dict)
     fqsr_srresnet  the FQSR authors' SRResNet (billhhh/FQSR `_NetG`, --keyword PReLU):
@@ -164,8 +165,9 @@ def edsr_scale(tensors, key, c, x4_key):
                      f"x3 or x4 upsampler for {c} channels")
 
 
-def edsr_entries(c, blocks, scale, basicsr):
-    """The keys of EDSR-PyTorch's EDSR (basicsr=False) or BasicSR's EDSR (True)."""
+def edsr_entries(c, blocks, scale, basicsr, prelu=False):
+    """The keys of EDSR-PyTorch's EDSR (basicsr=False) or BasicSR's EDSR (True); prelu:
+    the FQSR authors' EDSR with --keyword PReLU, body.<i>.body = conv, PReLU(1), conv."""
     names = (("conv_first", "body.{}.conv1", "body.{}.conv2", "conv_after_body", "upsample.{}", "conv_last")
              if basicsr else
              ("head.0", "body.{}.body.0", "body.{}.body.2", f"body.{blocks}", "tail.0.{}", "tail.1"))
@@ -175,6 +177,8 @@ def edsr_entries(c, blocks, scale, basicsr):
     entries += conv_entries(head, c, 3, 3, "head")
     for i in range(blocks):
         entries += conv_entries(conv1.format(i), c, c, 3, f"blocks.{i}.conv1")
+        if prelu:
+            entries.append(Entry(f"body.{i}.body.1.weight", (1,), f"param:blocks.{i}.conv1.prelu"))
         entries += conv_entries(conv2.format(i), c, c, 3, f"blocks.{i}.conv2")
     entries += conv_entries(trunk, c, c, 3, "trunk")
     for j, r in enumerate(up_factors(scale)):   # conv, PixelShuffle per stage: indices 0, 2
@@ -241,9 +245,17 @@ def geometry(layout, tensors, scale):
     return int(c), blocks, found
 
 
-def layout_entries(layout, c, blocks, scale):
+def edsr_block_act(layout, tensors) -> str:
+    """EDSR-PyTorch's blocks hold no activation key; the authors' PReLU keyword adds
+    body.<i>.body.1.weight to every block (a block lacking it is then named as missing)."""
+    if layout == "edsr" and any(k.startswith("body.") and k.endswith(".body.1.weight") for k in tensors):
+        return "prelu"
+    return "relu"
+
+
+def layout_entries(layout, c, blocks, scale, block_act="relu"):
     if layout in ("edsr", "basicsr_edsr"):
-        return edsr_entries(c, blocks, scale, basicsr=layout == "basicsr_edsr")
+        return edsr_entries(c, blocks, scale, basicsr=layout == "basicsr_edsr", prelu=block_act == "prelu")
     return fqsr_srresnet_entries(c, blocks, scale)
 
 
@@ -325,8 +337,11 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
         if layout == "msrresnet" or found == "msrresnet":
             raise ValueError(MSRRESNET_REFUSAL + "; refused")
         c, blocks, scale = geometry(layout, tensors, scale)
-        where = f"{layout} layout, {blocks} blocks, {c} channels, x{scale}"
-        check_entries(tensors, layout_entries(layout, c, blocks, scale), where)
+        block_act = edsr_block_act(layout, tensors)
+        where = (f"{layout} layout{', PReLU blocks' if block_act == 'prelu' else ''}, {blocks} blocks, "
+                 f"{c} channels, x{scale}")
+        entries = layout_entries(layout, c, blocks, scale, block_act)
+        check_entries(tensors, entries, where)
         edsr = layout != "fqsr_srresnet"
         family = ("edsr",) if edsr else ("srresnet", "fqsr_lite", "srgan")
         arch = arch or family[0]
@@ -341,12 +356,12 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
         r = edsr_pixel_range(tensors, rgb_range, where) if layout == "edsr" else \
             float(255.0 if rgb_range is None else rgb_range)
         cfg = ModelConfig(arch=arch, scale=scale, blocks=blocks, channels=c, pixel_range=r,
-                          res_scale=float(res_scale))
+                          res_scale=float(res_scale), block_act=block_act)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     params, state = init_model(cfg, np.random.default_rng(0))
     filled = set()
-    for e in layout_entries(layout, c, blocks, scale):
+    for e in entries:
         if e.target is None:
             continue
         section, name = e.target.split(":")
@@ -376,7 +391,7 @@ def export_edsr(cfg: ModelConfig, params: dict, state: dict) -> dict:
         raise ValueError(f"export: a full-precision EDSR checkpoint is needed, got {cfg.arch} {cfg.bits} "
                          f"(the FQSR SRResNet layout has no conv biases, so an fqsr_ref SRResNet does not fit it)")
     out = {}
-    for e in layout_entries("edsr", cfg.channels, cfg.blocks, cfg.scale):
+    for e in layout_entries("edsr", cfg.channels, cfg.blocks, cfg.scale, cfg.block_act):
         if e.target is not None:
             section, name = e.target.split(":")
             out[e.key] = np.ascontiguousarray((params if section == "param" else state)[name], np.float32)
@@ -445,7 +460,8 @@ def import_from_args(args, scale=None, arch=None) -> Imported:
 
 def describe(imported: Imported) -> str:
     cfg = imported.config
-    return (f"{imported.source}: {cfg.arch} x{cfg.scale}, {cfg.blocks} blocks, {cfg.channels} "
+    act = ", PReLU blocks" if cfg.block_act == "prelu" else ""
+    return (f"{imported.source}: {cfg.arch}{act} x{cfg.scale}, {cfg.blocks} blocks, {cfg.channels} "
             f"channels, rgb_range {cfg.pixel_range:g}, res_scale {cfg.res_scale:g}")
 
 

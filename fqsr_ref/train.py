@@ -30,7 +30,7 @@ from .data.resize import bicubic_downscale, bicubic_upscale
 from .metrics import evaluate_folder, side_by_side
 from .models import ModelConfig, init_model, preset, quantized_start, upscale
 from .models.discriminator import disc_init
-from .models.config import ARCHS, SCALES, parse_bits
+from .models.config import ARCHS, BLOCK_ACTS, SCALES, parse_bits
 from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, check_resumable,
                       format_duration, train_stage)
 
@@ -113,6 +113,10 @@ def build_parser():
     p.add_argument("--channels", type=int, default=None,
                    help=f"feature channels (default {preset('srresnet').channels}; "
                         f"--tiny {TINY['channels']})")
+    p.add_argument("--block-act", choices=BLOCK_ACTS, default=None,
+                   help="EDSR: the activation in each residual block, relu (EDSR-baseline) or "
+                        "prelu (one slope, the FQSR authors' EDSR with --keyword PReLU; "
+                        "default relu, or --init's)")
     p.add_argument("--branch-relu", action=argparse.BooleanOptionalAction, default=None,
                    help="quantized model: Eq. 7's y = Q(x) + ReLU(Q(z)) instead of the plain "
                         "residual add (default: the plain add, see docs/SPEC.md 5.2)")
@@ -234,12 +238,15 @@ def locked_out_dir(out):
 def check_init(args, ckpt, fp_cfg):
     """--init: the checkpoint must be a full-precision model of the command line's
     architecture, scale, blocks and channels."""
-    given = {"arch": args.arch, "scale": args.scale, "blocks": args.blocks, "channels": args.channels}
-    for field in ("arch", "scale", "blocks", "channels"):
+    given = {"arch": args.arch, "scale": args.scale, "blocks": args.blocks, "channels": args.channels,
+             "block_act": args.block_act}
+    for field in ("arch", "scale", "blocks", "channels", "block_act"):
+        if field == "block_act" and args.block_act is None:
+            continue   # taken from the checkpoint
         want, have = getattr(fp_cfg, field), getattr(ckpt.config, field)
         if want != have:
             default = " (the default)" if given[field] is None else ""
-            raise ValueError(f"--{field} {want}{default} but {args.init} has {have}")
+            raise ValueError(f"--{field.replace('_', '-')} {want}{default} but {args.init} has {have}")
     if ckpt.config.quantized:
         raise ValueError(f"--init {args.init}: a quantized {ckpt.config.bits} checkpoint; "
                          f"--init takes a full-precision one (its fp.npz)")
@@ -247,8 +254,10 @@ def check_init(args, ckpt, fp_cfg):
 
 def run(args) -> int:
     validate(args)
+    if args.block_act not in (None, "relu") and args.arch != "edsr":
+        raise ValueError(f"--block-act {args.block_act}: EDSR's option ({args.arch} blocks always have PReLU)")
     fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels, grid=args.grid,
-                    pixel_range=args.fp_pixel_range)
+                    pixel_range=args.fp_pixel_range, block_act=args.block_act or "relu")
     q_cfg = dataclasses.replace(
         fp_cfg.with_bits(args.bits), pixel_range=ModelConfig.pixel_range,
         requant_image=args.requant_image,
@@ -260,7 +269,7 @@ def run(args) -> int:
     if fp is not None:
         check_init(args, fp, fp_cfg)
         # EDSR's residual scaling is part of the network --init brings (an import's --res-scale)
-        q_cfg = dataclasses.replace(q_cfg, res_scale=fp.config.res_scale)
+        q_cfg = dataclasses.replace(q_cfg, res_scale=fp.config.res_scale, block_act=fp.config.block_act)
     with locked_out_dir(args.out):
         existing = [n for n in CHECKPOINTS if os.path.exists(os.path.join(args.out, n))]
         if existing and not (args.resume or args.overwrite):

@@ -60,13 +60,14 @@ def test_port_passes_the_committed_sets(port_binary, tmp_path, golden):
     assert_all_pass(golden, run_port(port_binary, golden, tmp_path / "port"))
 
 
-@pytest.mark.parametrize("arch,scale,bits,branch_relu", [
-    ("edsr", 4, "4/4/8", False),      # mean shift in the biases, ReLU (unsigned) codes, two x2 stages
-    ("srresnet", 3, "6/8/8", False),  # x3 shuffle, plain residual add, no requantization
-    ("edsr", 2, "8/8/16", True),      # 16-bit skips (int16 codes), image requantized to 8 bits signed
+@pytest.mark.parametrize("arch,scale,bits,kw", [
+    ("edsr", 4, "4/4/8", {}),        # mean shift in the biases, ReLU (unsigned) codes, two x2 stages
+    ("srresnet", 3, "6/8/8", {}),    # x3 shuffle, plain residual add, no requantization
+    ("edsr", 2, "8/8/16", {"branch_relu": True}),  # 16-bit skips (int16 codes), image requantized to 8 bits signed
+    ("edsr", 2, "6/6/8", {"block_act": "prelu"}),  # the authors' PReLU EDSR: two multipliers in the blocks
 ])
-def test_port_passes_other_graphs(port_binary, tmp_path, arch, scale, bits, branch_relu):
-    cfg = preset(arch, scale, bits, blocks=1, channels=4, branch_relu=branch_relu)
+def test_port_passes_other_graphs(port_binary, tmp_path, arch, scale, bits, kw):
+    cfg = preset(arch, scale, bits, blocks=1, channels=4, **kw)
     vm = V.calibrated_model(cfg, np.random.default_rng(1), np.random.default_rng(0).random((2, 3, 8, 8)))
     stimuli = [V.Stimulus(name, V.make_stimulus(name, 5), "", ("bin",)) for name in V.STIMULI[1:]]
     golden = V.write_tree(tmp_path / "golden", V.build_vectors(vm, stimuli))

@@ -60,13 +60,16 @@ def stages(scale):
 
 def edsr_pytorch_forward(sd, x, blocks, scale, res_scale):
     """EDSR-PyTorch: sub_mean (1x1 conv), head, ResBlocks (conv ReLU conv, x res_scale, + x),
-    body.<B> conv, + head output, Upsampler (conv, shuffle per stage), tail.1, add_mean."""
+    body.<B> conv, + head output, Upsampler (conv, shuffle per stage), tail.1, add_mean.
+    The FQSR authors' EDSR with --keyword PReLU: the ReLU is nn.PReLU() (one slope),
+    body.<i>.body.1."""
     cv = lambda t, k: conv(t, sd[k + ".weight"], sd[k + ".bias"])
     x = cv(x, "sub_mean")
     x = cv(x, "head.0")
     res = x
     for i in range(blocks):
-        t = cv(np.maximum(cv(res, f"body.{i}.body.0"), 0), f"body.{i}.body.2")
+        slope = sd.get(f"body.{i}.body.1.weight", np.zeros(1))   # ReLU = PReLU with slope 0
+        t = cv(prelu(cv(res, f"body.{i}.body.0"), slope), f"body.{i}.body.2")
         res = res + t * res_scale
     res = cv(res, f"body.{blocks}") + x
     for j, r in enumerate(stages(scale)):
@@ -210,6 +213,29 @@ def test_edsr_pytorch_forward(tmp_path, scale, prefix, res_scale, rgb_range):
     x01 = rng.random((3, 7, 6))
     want = edsr_pytorch_forward(sd, x01 * rgb_range, blocks, scale, res_scale)
     assert_close(ours(imported, x01), want)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_fqsr_edsr_prelu_forward(tmp_path, scale):
+    """The FQSR authors' EDSR (--keyword PReLU; both their EDSR configs): a one-slope
+    PReLU in every block, keys body.<i>.body.1.weight; the float import and its
+    round trip through the export."""
+    rng = np.random.default_rng(30 + scale)
+    c, blocks = 4, 3
+    sd = edsr_state_dict(rng, c, blocks, scale)
+    for i in range(blocks):
+        sd[f"body.{i}.body.1.weight"] = np.array([rng.uniform(-0.3, 0.5)])
+    imported = importer.import_weights(save(tmp_path, sd))
+    cfg = imported.config
+    assert (cfg.arch, cfg.block_act, cfg.blocks) == ("edsr", "prelu", blocks)
+    assert "PReLU blocks" in importer.describe(imported)
+    x01 = rng.random((3, 7, 6))
+    assert_close(ours(imported, x01), edsr_pytorch_forward(sd, x01 * 255, blocks, scale, 1.0))
+    out = importer.export_edsr(cfg, imported.params, imported.state)
+    assert set(out) == set(sd) and np.array_equal(out["body.2.body.1.weight"],
+                                                  sd["body.2.body.1.weight"].astype(np.float32))
+    del sd["body.1.body.1.weight"]   # one block without its PReLU: named, not taken as ReLU
+    assert "missing key body.1.body.1.weight" in refusal(save(tmp_path, sd, "b.safetensors"))
 
 
 def test_edsr_mean_shift_at_the_border(tmp_path):

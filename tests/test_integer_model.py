@@ -40,7 +40,8 @@ def image_batch(size):
 
 CONFIGS = [("srresnet", 2, "8/8/8", {}), ("srresnet", 3, "4/4/8", {}),
            ("edsr", 4, "6/6/8", {}), ("fqsr_lite", 2, "6/8/8",
-                                      {"branch_relu": False})]
+                                      {"branch_relu": False}),
+           ("edsr", 2, "8/8/8", {"block_act": "prelu"})]   # signed block codes, PReLU's M-
 
 
 def code_differences(cfg, params, state, image):

@@ -66,10 +66,11 @@ def model_gradcheck(cfg, params, state, x, training, **pass_kw):
         assert err < 1e-6, f"{cfg.arch} {cfg.bits} {key}: relative error {err:.2e}"
 
 
-@pytest.mark.parametrize("arch,scale,pixel_range", [("srresnet", 2, 255.0), ("edsr", 3, 255.0),
-                                                    ("srresnet", 2, 1.0)])
-def test_full_precision_gradients(arch, scale, pixel_range):
-    cfg = tiny(arch, scale, pixel_range=pixel_range)
+@pytest.mark.parametrize("arch,scale,pixel_range,kw", [
+    ("srresnet", 2, 255.0, {}), ("edsr", 3, 255.0, {}), ("srresnet", 2, 1.0, {}),
+    ("edsr", 2, 255.0, {"block_act": "prelu"})])   # the FQSR authors' EDSR (--keyword PReLU)
+def test_full_precision_gradients(arch, scale, pixel_range, kw):
+    cfg = tiny(arch, scale, pixel_range=pixel_range, **kw)
     params, state = init_model(cfg, np.random.default_rng(0))
     params = {k: (v + 1 if k.endswith("gamma") else v) for k, v in params.items()}
     x = np.random.default_rng(1).random((2, 3, 4, 3))
@@ -157,3 +158,22 @@ def test_fold_matches_bn_eval():
     folded.fold_bn = True
     y_fold, _ = sr_forward(folded, cfg, x)
     assert np.max(np.abs(y_eval - y_fold)) < 1e-10
+
+
+def test_block_act_is_stored_only_when_set():
+    """Configs written before block_act existed load as ReLU blocks, and a ReLU EDSR's
+    JSON (checkpoints, vector manifests) keeps its bytes; PReLU blocks carry a slope."""
+    from fqsr_ref.models.config import ModelConfig
+
+    relu = preset("edsr", 2, blocks=1, channels=3)
+    assert "block_act" not in relu.to_json()
+    old = relu.to_json()
+    assert ModelConfig.from_json(old).block_act == "relu"
+    prelu = preset("edsr", 2, blocks=1, channels=3, block_act="prelu")
+    assert ModelConfig.from_json(prelu.to_json()) == prelu
+    params, _ = init_model(prelu, np.random.default_rng(0))
+    assert params["blocks.0.conv1.prelu"].shape == (1,)
+    with pytest.raises(ValueError, match="block_act 'prelu' is EDSR's option"):
+        preset("srresnet", 2, block_act="prelu")
+    with pytest.raises(ValueError, match="block_act 'gelu'"):
+        preset("edsr", 2, block_act="gelu")

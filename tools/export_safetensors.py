@@ -6,7 +6,9 @@ EDSR-PyTorch's layout (the inverse of `fqsr_ref.importer`'s edsr layout).
 The file loads into EDSR-PyTorch's EDSR (n_resblocks, n_feats, scale and rgb_range
 as printed; res_scale from the checkpoint) with
 `model.load_state_dict(safetensors.torch.load_file(path))`, and into
-`python -m fqsr_ref.quantize --weights` and `evaluate --weights`. Only EDSR: the
+`python -m fqsr_ref.quantize --weights` and `evaluate --weights`. An EDSR with PReLU
+blocks (block_act prelu) is written as the FQSR authors' EDSR with --keyword PReLU
+(body.<i>.body.1.weight), which EDSR-PyTorch itself does not build. Only EDSR: the
 FQSR SRResNet layout has no conv biases for head, upsampler and tail.
 Exit status 0, or 2 with one line "error: ..." on stderr.
 """
@@ -39,7 +41,8 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"error: cannot write {args.out} ({exc.strerror or exc})", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: EDSR-PyTorch layout, n_resblocks {cfg.blocks}, n_feats {cfg.channels}, "
+    layout = "FQSR EDSR (--keyword PReLU)" if cfg.block_act == "prelu" else "EDSR-PyTorch"
+    print(f"wrote {args.out}: {layout} layout, n_resblocks {cfg.blocks}, n_feats {cfg.channels}, "
           f"scale {cfg.scale}, rgb_range {cfg.pixel_range:g}, res_scale {cfg.res_scale:g} "
           f"({len(tensors)} tensors)")
     return 0

@@ -17,6 +17,12 @@ VALID_BITS = set(range(1, 17)) | {32}
 # DIV2K RGB mean (EDSR's MeanShift), on the [0, 1] pixel range.
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
+BLOCK_ACTS = ("relu", "prelu")
+
+# Fields added after checkpoints and vector sets were written: stored (JSON, manifest)
+# only when they differ from these defaults, so older files keep their bytes and load.
+OPTIONAL_FIELDS = {"block_act": "relu"}
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -35,6 +41,9 @@ class ModelConfig:
     pixel_range: the float graph works on pixels in 0..pixel_range, the authors'
     rgb_range = 255, so that intervals, biases and SQCL weights (alpha) have the
     units of the paper's runs; images enter and leave the model in [0, 1].
+    block_act: EDSR's activation inside each residual block, "relu" (EDSR-baseline)
+    or "prelu" (one shared slope: the FQSR authors' EDSR with --keyword PReLU).
+    SRResNet's blocks always have PReLU.
     """
     arch: str = "srresnet"
     scale: int = 2
@@ -49,6 +58,7 @@ class ModelConfig:
     pixel_range: float = 255.0
     res_scale: float = 1.0
     bn_eps: float = 1e-5
+    block_act: str = "relu"
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -65,6 +75,11 @@ class ModelConfig:
             raise ValueError("model config: 1-bit signed data needs grid='dorefa' (the narrow grid needs >= 2 bits)")
         if not self.pixel_range > 0:
             raise ValueError(f"model config: pixel_range {self.pixel_range} must be positive")
+        if self.block_act not in BLOCK_ACTS:
+            raise ValueError(f"model config: block_act {self.block_act!r}; expected one of {BLOCK_ACTS}")
+        if self.block_act != "relu" and not self.is_edsr:
+            raise ValueError(f"model config: block_act {self.block_act!r} is EDSR's option "
+                             f"({self.arch} blocks always have PReLU)")
         if self.blocks < 0 or self.channels < 1:
             raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be >= 0 and >= 1")
 
@@ -99,8 +114,13 @@ class ModelConfig:
         wt, fm, sc = parse_bits(bits)
         return dataclasses.replace(self, wt=wt, fm=fm, sc=sc)
 
+    def as_dict(self) -> dict:
+        """The fields as stored: an optional field (OPTIONAL_FIELDS) only when not its default."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in OPTIONAL_FIELDS or v != OPTIONAL_FIELDS[k]}
+
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(self.as_dict(), sort_keys=True)
 
     @staticmethod
     def from_json(text: str) -> "ModelConfig":

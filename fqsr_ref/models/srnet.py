@@ -6,7 +6,7 @@ and differ in kernel sizes, batch norm, activations and EDSR's mean shift:
 
 | part       | SRResNet / FQSR_Lite / SRGAN-G       | EDSR-baseline                  |
 | head       | conv 9x9 3->C, PReLU                 | conv 3x3 3->C (mean shift in)  |
-| block      | conv BN PReLU conv BN, add (Eq. 7)   | conv ReLU conv, x res_scale, add |
+| block      | conv BN PReLU conv BN, add (Eq. 7)   | conv ReLU (or PReLU) conv, x res_scale, add |
 | trunk      | conv 3x3, BN                         | conv 3x3                       |
 | upsampler  | conv 3x3 C->C r^2, shuffle r, PReLU  | conv 3x3 C->C r^2, shuffle r   |
 | tail       | conv 9x9 C->3                        | conv 3x3 C->3 (mean shift out) |
@@ -40,7 +40,7 @@ class Layers(NamedTuple):
 
 def layer_specs(cfg: ModelConfig) -> Layers:
     c, edsr = cfg.channels, cfg.is_edsr
-    body_act = "relu" if edsr else "prelu"
+    body_act = cfg.block_act if edsr else "prelu"   # EDSR: ReLU, or the authors' PReLU
     return Layers(
         head=ConvSpec("head", 3, c, cfg.head_kernel, act=None if edsr else "prelu", out_bits="sc",
                       in_bits="fm" if cfg.requant_image else None),

@@ -6,8 +6,6 @@ model and input codes, with integer arithmetic only.
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..integer.bitplane import bitplane_partials
@@ -133,7 +131,7 @@ def build_vectors(vm: VectorModel, stimuli) -> dict:
     manifest = dict(
         schema_version=SCHEMA_VERSION,
         generator="fqsr_ref.vectors",
-        model=dict(config=dataclasses.asdict(model.config), source=vm.source, engine="plain"),
+        model=dict(config=model.config.as_dict(), source=vm.source, engine="plain"),
         tensors=tensors,
         ops=[op_entry(model, op) for op in model.ops],
         stimuli=entries,
