@@ -15,7 +15,9 @@ accumulators <conv>.acc), `planes` (every conv's bit-plane partials
 (one op for one stimulus) passes when every file the port wrote for it, its output,
 accumulator, plane files and (for the op that reads it) image.in, equals the golden
 tensor element for element. --layer and --stimulus (repeatable, or comma lists)
-check only the named ops and stimuli (a simulation that dumped one layer).
+check only the named ops and stimuli (a simulation that dumped one layer). Port
+files that no check read (layouts it does not compare, such as .nhwc.mem, or names
+the golden set lacks) are listed at the end.
 
 Exit status: 0 every layer passes; 1 a layer fails or a file it needs is missing;
 2 unusable input (golden directory unreadable, a manifest of the wrong structure, a
@@ -496,8 +498,36 @@ def verify(golden_dir, port_dir, show: int = 8, out=None, require=(), layers=Non
         if first_fail:
             describe(stim, *first_fail, out)
     print_coverage(manifest, out)
+    report_unread(port, manifest, plan, out)
     print(f"{passed} layers PASS, {failed} FAIL", file=out)
     return EXIT_PASS if failed == 0 else EXIT_FAIL
+
+
+def _read_set(plan: dict) -> set:
+    return {f"{stim}/{tensor}.{fmt}" for stim, layers in plan.items() for _, items in layers
+            for tensor, _ in items for fmt in PORT_FORMATS}
+
+
+def report_unread(port: Path, manifest: dict, plan: dict, out, show: int = 10) -> None:
+    """Name the port's files that no check read: layouts the verifier does not compare
+    (`.nhwc.mem`, `.planes.mem`, `.ohwi.mem`) and names the golden set lacks, so that
+    a team that dumped them does not believe they were checked; files left out by
+    --stimulus / --layer are only counted."""
+    everything = _read_set({stim: stimulus_layers(manifest, stim) for stim in manifest["stimuli"]})
+    read = _read_set(plan)
+    unread = []
+    for folder, dirs, files in os.walk(port):
+        dirs.sort()
+        rel = Path(folder).relative_to(port).as_posix()
+        unread += sorted(name if rel == "." else f"{rel}/{name}" for name in files)
+    unknown = [f for f in unread if f not in everything]
+    skipped = sum(f in everything and f not in read for f in unread)
+    if unknown:
+        more = f" and {len(unknown) - show} more" if len(unknown) > show else ""
+        print(f"not compared: {len(unknown)} port file{'s' * (len(unknown) != 1)} of a layout or name the "
+              f"verifier does not check: {', '.join(unknown[:show])}{more}", file=out)
+    if skipped:
+        print(f"not compared: {skipped} port file{'s' * (skipped != 1)} outside --layer/--stimulus", file=out)
 
 
 COVERAGE = (("ties_positive", "ties+"), ("ties_negative", "ties-"), ("low", "sat lo"),

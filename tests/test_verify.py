@@ -74,6 +74,25 @@ def test_perfect_port_passes_in_every_format(golden, tmp_path, capsys, fmt):
 
 
 
+def test_files_no_check_reads_are_named(golden, tmp_path, capsys):
+    """A layout the verifier does not compare (.nhwc.mem) or a stray name is listed, so a
+    team that dumped it does not believe it was checked; a selection only counts the rest."""
+    port = perfect_port(golden, tmp_path / "port")
+    (port / "natural" / "head.out.nhwc.mem").write_text("00\n")
+    (port / "notes.txt").write_text("x")
+    code, out, _ = run(golden, port, capsys)
+    assert code == EXIT_PASS
+    assert "not compared: 2 port files of a layout or name the verifier does not check: notes.txt, " \
+           "natural/head.out.nhwc.mem" in out
+    code, out, _ = run(golden, port, capsys, "--stimulus", "natural")
+    n_white = len(list((port / "white").iterdir()))
+    assert code == EXIT_PASS and f"not compared: {n_white} port files outside --layer/--stimulus" in out
+    (port / "natural" / "head.out.nhwc.mem").unlink()
+    (port / "notes.txt").unlink()
+    code, out, _ = run(golden, port, capsys)
+    assert "not compared" not in out
+
+
 def test_mismatch_names_first_failing_layer_index_expected_got(golden, tmp_path, capsys):
     port = perfect_port(golden, tmp_path / "port")
     m = V.read_manifest(golden)
