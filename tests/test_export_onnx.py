@@ -188,12 +188,14 @@ def test_conv_parts_and_chunks(x_bits, x_signed, w_bits, channels):
 @pytest.fixture(scope="module")
 def other_models(tmp_path_factory):
     """Calibrated untrained models the committed sets do not cover: EDSR x3 (mean shift,
-    ReLU codes, unsigned), SRResNet x4 with Eq. 7's ReLU and the image requantized."""
+    res_scale, the authors' PReLU blocks), SRResNet x4 with Eq. 7's ReLU and the image
+    requantized."""
     rng = np.random.default_rng(0)
     batch = rng.random((2, 3, 12, 12))
     out = {}
     for name, cfg in {
-        "edsr_x3_6-6-8": dataclasses.replace(preset("edsr", 3, "6/6/8", blocks=1, channels=8), res_scale=0.1),
+        "edsr_x3_6-6-8": dataclasses.replace(preset("edsr", 3, "6/6/8", blocks=1, channels=8), res_scale=0.1,
+                                             block_act="prelu"),
         "srresnet_x4_5-4-8": dataclasses.replace(preset("srresnet", 4, "5/4/8", blocks=1, channels=8),
                                                  branch_relu=True, requant_image=True),
     }.items():
