@@ -21,6 +21,7 @@ one is a ValueError of one line naming it.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from typing import NamedTuple
 
@@ -106,8 +107,48 @@ def strip_prefix(tensors: dict) -> dict:
     return tensors
 
 
+SUPPORTED = ("supported: edsr (EDSR-PyTorch / FQSR EDSR: head.0, body.<i>.body.<j>, tail.<i>), "
+             "basicsr_edsr (conv_first, body.<i>.conv1, upsample.<i>, conv_last), "
+             "fqsr_srresnet (conv_input, residual.<i>.conv1, upscale2x / upscale4x, conv_output)")
+
+# Published layouts fqsr_ref's graph cannot express, each recognised by key names of its
+# own (tested before the supported layouts, whose first keys some of them share).
+FOREIGN = (
+    ("an RCAN (EDSR-PyTorch's residual groups of channel-attention blocks)",
+     r"(^|\.)conv_du\."),
+    ("a SwinIR (Swin transformer layers)", r"^patch_embed\.|\.residual_group\.|relative_position"),
+    ("an RRDBNet (ESRGAN / Real-ESRGAN: residual-in-residual dense blocks)",
+     r"\.rdb\d\.|RRDB_trunk\.|\.RDB\d\."),
+    ("a classifier (ResNet / VGG / ViT style: fc, classifier, layer<i>, features)",
+     r"^(fc|classifier|head\.fc|heads?\.head)\.|^layer\d+\.\d+\.|^features\.\d+\."),
+)
+
+
+def key_shapes(keys, n=4) -> str:
+    """The first n distinct key patterns, indices written <i>: what the keys look like."""
+    seen = []
+    for k in sorted(keys):
+        pattern = re.sub(r"(?<=\.)\d+(?=\.|$)|^\d+(?=\.)", "<i>", k)
+        if pattern not in seen:
+            seen.append(pattern)
+    more = ", ..." if len(seen) > n else ""
+    return ", ".join(seen[:n]) + more + f" ({len(seen)} patterns, {len(keys)} keys)"
+
+
+def foreign_layout(keys):
+    """The name of an unsupported published layout the keys belong to, or None."""
+    for name, pattern in FOREIGN:
+        if any(re.search(pattern, k) for k in keys):
+            return name
+    return None
+
+
 def detect_layout(keys) -> str:
     keys = set(keys)
+    foreign = foreign_layout(keys)
+    if foreign is not None:
+        raise ValueError(f"{foreign}, not a layout fqsr_ref imports: keys like {key_shapes(keys)}; "
+                         f"{SUPPORTED}")
     if "head.0.weight" in keys:
         return "edsr"
     if "conv_input.weight" in keys:
@@ -116,8 +157,7 @@ def detect_layout(keys) -> str:
         if "upconv1.weight" in keys or "conv_hr.weight" in keys:
             return "msrresnet"
         return "basicsr_edsr"
-    shown = ", ".join(sorted(keys)[:4])
-    raise ValueError(f"no known layout (keys {shown}, ...); --layout is one of {', '.join(LAYOUTS[:3])}")
+    raise ValueError(f"no known layout: keys like {key_shapes(keys)}; {SUPPORTED}")
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -335,7 +375,7 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
         if layout not in LAYOUTS:
             raise ValueError(f"--layout {layout!r}: expected auto or one of {', '.join(LAYOUTS)}")
         if layout == "msrresnet" or found == "msrresnet":
-            raise ValueError(MSRRESNET_REFUSAL + "; refused")
+            raise ValueError(f"{MSRRESNET_REFUSAL}; refused; {SUPPORTED}")
         c, blocks, scale = geometry(layout, tensors, scale)
         block_act = edsr_block_act(layout, tensors)
         where = (f"{layout} layout{', PReLU blocks' if block_act == 'prelu' else ''}, {blocks} blocks, "

@@ -416,3 +416,59 @@ def test_torch_mean_shift_is_for_float_models(tmp_path):
     params, state = quantize_model(imported.params, imported.state, cfg)
     with pytest.raises(ValueError, match="float model only"):
         sr_forward(Pass(params, state, cfg, torch_mean_shift=True), cfg, np.zeros((1, 3, 4, 4)))
+
+
+# ------------------------------------------------------------- layouts that are not supported
+
+
+def foreign_state_dict(kind):
+    """A few keys of each published layout fqsr_ref does not import (tiny shapes; the
+    names are the modules', e.g. RCAN's ResidualGroup > RCAB > CALayer.conv_du)."""
+    w = lambda *shape: np.zeros(shape, np.float32)
+    if kind == "rcan":
+        return {"sub_mean.weight": w(3, 3, 1, 1), "sub_mean.bias": w(3), "head.0.weight": w(4, 3, 3, 3),
+                "head.0.bias": w(4), "body.0.body.0.body.0.weight": w(4, 4, 3, 3),
+                "body.0.body.0.body.0.bias": w(4), "body.0.body.0.body.3.conv_du.0.weight": w(1, 4, 1, 1),
+                "body.0.body.0.body.3.conv_du.2.weight": w(4, 1, 1, 1), "body.0.body.1.weight": w(4, 4, 3, 3),
+                "body.1.weight": w(4, 4, 3, 3), "tail.0.0.weight": w(16, 4, 3, 3), "tail.1.weight": w(3, 4, 3, 3)}
+    if kind == "swinir":
+        return {"conv_first.weight": w(4, 3, 3, 3), "conv_first.bias": w(4), "patch_embed.norm.weight": w(4),
+                "layers.0.residual_group.blocks.0.norm1.weight": w(4),
+                "layers.0.residual_group.blocks.0.attn.relative_position_bias_table": w(9, 2),
+                "layers.0.conv.weight": w(4, 4, 3, 3), "conv_after_body.weight": w(4, 4, 3, 3),
+                "upsample.0.weight": w(16, 4, 3, 3), "conv_last.weight": w(3, 4, 3, 3)}
+    if kind == "rrdbnet":
+        return {"conv_first.weight": w(4, 3, 3, 3), "body.0.rdb1.conv1.weight": w(2, 4, 3, 3),
+                "body.0.rdb1.conv5.weight": w(4, 12, 3, 3), "conv_body.weight": w(4, 4, 3, 3),
+                "conv_up1.weight": w(4, 4, 3, 3), "conv_hr.weight": w(4, 4, 3, 3), "conv_last.weight": w(3, 4, 3, 3)}
+    if kind == "msrresnet":
+        return {"conv_first.weight": w(4, 3, 3, 3), "body.0.conv1.weight": w(4, 4, 3, 3),
+                "body.0.conv2.weight": w(4, 4, 3, 3), "upconv1.weight": w(16, 4, 3, 3),
+                "conv_hr.weight": w(4, 4, 3, 3), "conv_last.weight": w(3, 4, 3, 3)}
+    if kind == "resnet":
+        return {"conv1.weight": w(4, 3, 7, 7), "bn1.weight": w(4), "layer1.0.conv1.weight": w(4, 4, 3, 3),
+                "layer1.0.bn1.running_mean": w(4), "layer2.1.conv2.weight": w(4, 4, 3, 3),
+                "fc.weight": w(10, 4), "fc.bias": w(10)}
+    if kind == "vgg":
+        return {"features.0.weight": w(4, 3, 3, 3), "features.0.bias": w(4), "classifier.0.weight": w(10, 4)}
+    return {"encoder.conv.weight": w(4, 3, 3, 3), "decoder.conv.weight": w(3, 4, 3, 3)}
+
+
+@pytest.mark.parametrize("kind,names", [
+    ("rcan", "an RCAN"), ("swinir", "a SwinIR"), ("rrdbnet", "an RRDBNet"), ("msrresnet", "MSRResNet"),
+    ("resnet", "a classifier"), ("vgg", "a classifier"), ("unknown", "no known layout")])
+def test_unsupported_layouts_say_what_the_file_is(tmp_path, kind, names):
+    """One line: what the file is, what its keys look like, which layouts are supported;
+    never the first missing key of a layout it is not."""
+    msg = refusal(save(tmp_path, foreign_state_dict(kind)))
+    assert names in msg and "supported: edsr" in msg and "fqsr_srresnet" in msg, msg
+    assert "missing key" not in msg and "unexpected key" not in msg, msg
+    if kind != "msrresnet":
+        assert "keys like" in msg and "<i>" in msg, msg
+    assert refusal(save(tmp_path, foreign_state_dict(kind), "forced.safetensors"), layout="edsr") == \
+        msg.replace(str(tmp_path / "w.safetensors"), str(tmp_path / "forced.safetensors"))
+
+
+def test_key_shapes_write_indices_as_i():
+    assert importer.key_shapes(["body.0.body.2.weight", "body.11.body.2.weight", "head.0.bias"]) == \
+        "body.<i>.body.<i>.weight, head.<i>.bias (2 patterns, 3 keys)"
