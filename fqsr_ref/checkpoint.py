@@ -15,13 +15,13 @@ import contextlib
 import json
 import os
 import signal
-import tempfile
 import threading
 import zipfile
 from typing import NamedTuple
 
 import numpy as np
 
+from .files import temporary_prefix, write_atomic
 from .models.config import ModelConfig
 
 SECTIONS = ("param", "state", "adam")
@@ -66,24 +66,9 @@ def save_checkpoint(path, ckpt: Checkpoint):
     for section, entries in zip(SECTIONS, (ckpt.params, ckpt.state, ckpt.adam)):
         for name, value in entries.items():
             arrays[f"{section}/{name}"] = np.asarray(value)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with sigint_deferred():
-        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
-
-def temporary_prefix(path) -> str:
-    return "." + os.path.basename(path) + ".tmp-"
+        write_atomic(path, lambda f: np.savez(f, **arrays), suffix=".npz")
 
 
 def remove_stale_temporaries(path):

@@ -35,7 +35,12 @@ PROBE_MARGIN = 1.5                 # measured per-pixel peaks vary ~10 % with th
 
 
 def size_text(n: int) -> str:
-    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{max(1, round(n / 2 ** 20))} MiB"
+    if n < 2 ** 30:
+        return f"{max(1, round(n / 2 ** 20))} MiB"
+    for unit in ("GiB", "TiB", "PiB"):
+        n /= 2 ** (30 if unit == "GiB" else 10)
+        if n < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}"
 
 
 def available_bytes() -> int:
@@ -164,6 +169,8 @@ def build_parser():
     p.add_argument("--self-ensemble", action="store_true", help="x8 self-ensemble of the model")
     p.add_argument("--save-images", metavar="OUT",
                    help="write SR outputs and bicubic | model | HR comparisons here")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --save-images: replace images of the same names already there")
     p.add_argument("--memory-budget", metavar="SIZE",
                    help="bytes a model forward and the scoring of one image may use (K/M/G "
                         "suffixes); larger forwards run in tiles; default: half the available memory")
@@ -220,6 +227,16 @@ def main(argv=None):
             parser.error(f"--save-images {save}: cannot create the folder ({exc.strerror or exc})")
         if not os.access(save, os.W_OK | os.X_OK):
             parser.error(f"--save-images {save} is not a writable folder")
+        if os.path.isdir(hr_dir) and not args.overwrite:
+            try:
+                existing = [out for path in list_images(hr_dir)
+                            for out in metrics.saved_images(save, path, args.scale) if os.path.exists(out)]
+            except ValueError:
+                existing = []    # the folder's own problem is reported below
+            if existing:
+                parser.error(f"--save-images {save} already holds {existing[0]}"
+                             f"{f' and {len(existing) - 1} more' if len(existing) > 1 else ''}; "
+                             f"give --overwrite to replace them")
     tiled = []
     try:
         from .infer import parse_bytes

@@ -45,9 +45,10 @@ def parse_bytes(text: str) -> int:
     return int(value * _UNITS[unit])
 
 
-def check_out(out: str) -> None:
+def check_out(out: str, image: str | None = None, overwrite: bool = False) -> None:
     """ValueError (one line naming --out) unless an image can be written to out: a known
-    extension, not a directory, in a folder that exists and is writable."""
+    extension, not a directory, in a folder that exists and is writable; not the input
+    image; an existing file only with overwrite."""
     ext = os.path.splitext(out)[1].lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ValueError(f"--out {out}: the extension must be one of {', '.join(IMAGE_EXTENSIONS)}")
@@ -60,6 +61,10 @@ def check_out(out: str) -> None:
         raise ValueError(f"--out {out}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"--out {out}: the folder {folder} is not writable")
+    if image is not None and os.path.exists(out) and os.path.exists(image) and os.path.samefile(out, image):
+        raise ValueError(f"--out {out} is the input image; give another file name")
+    if os.path.exists(out) and not overwrite:
+        raise ValueError(f"--out {out} exists; give --overwrite to replace it")
 
 
 def main(argv=None) -> int:
@@ -68,6 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--image", required=True, help="low-resolution input image")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--engine", choices=ENGINES, default="plain", help="default: plain")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--tile", type=int, metavar="N",
                    help="compute in tiles of N x N LR pixels (same output bytes); default: only "
                         "when the image would exceed --memory-budget")
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
         if args.tile is not None and args.tile < 1:
             raise ValueError(f"--tile {args.tile}: must be a positive number of LR pixels")
         budget = parse_bytes(args.memory_budget)
-        check_out(args.out)                      # before any work: fail in a second, not after the image
+        check_out(args.out, args.image, args.overwrite)   # before any work: fail in a second, not after the image
         ckpt = load_checkpoint(args.checkpoint)
         model = convert(ckpt.config, ckpt.params, ckpt.state)
         lr = read_image(args.image)

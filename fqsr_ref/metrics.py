@@ -153,6 +153,13 @@ def side_by_side(images, gap=4):
     return np.concatenate(parts[:-1], axis=1)
 
 
+def saved_images(save_dir, hr_path, scale) -> tuple:
+    """The files evaluate_folder writes for one HR image: (SR output, comparison)."""
+    stem = os.path.splitext(os.path.basename(hr_path))[0]
+    return (os.path.join(save_dir, f"{stem}_x{scale}_sr.png"),
+            os.path.join(save_dir, f"{stem}_x{scale}_compare.png"))
+
+
 def evaluate_folder(sr_fn, hr_dir, scale, self_ensemble=False, save_dir=None):
     """Score a model (or bicubic, sr_fn=None) on every image of a folder.
 
@@ -180,15 +187,14 @@ def evaluate_folder(sr_fn, hr_dir, scale, self_ensemble=False, save_dir=None):
             sr = _self_ensemble(sr_fn, lr)
         else:
             sr = float_to_uint8(_sr_output_float(sr_fn(lr), hr.shape, f"evaluate_folder({path})"))
-        stem = os.path.splitext(os.path.basename(path))[0]
         try:
             scores = evaluate_pair(sr, hr, scale) + evaluate_pair(bicubic, hr, scale)
         except ValueError as e:  # e.g. an image too small for the SSIM window
             raise ValueError(f"{path}: {e}") from None
         rows.append(EvalRow(os.path.basename(path), *scores))
         if save_dir is not None:
-            write_image(os.path.join(save_dir, f"{stem}_x{scale}_sr.png"), sr)
-            write_image(os.path.join(save_dir, f"{stem}_x{scale}_compare.png"),
-                        side_by_side([bicubic, sr, hr]))
+            sr_path, compare_path = saved_images(save_dir, path, scale)
+            write_image(sr_path, sr)
+            write_image(compare_path, side_by_side([bicubic, sr, hr]))
     mean = EvalRow("mean", *(float(np.mean([r[i] for r in rows])) for i in range(1, 5)))
     return rows, mean

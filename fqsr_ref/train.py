@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import os
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from .models import ModelConfig, init_model, preset, quantized_start, upscale
 from .models.discriminator import disc_init
 from .models.config import ARCHS, BLOCK_ACTS, SCALES, parse_bits
 from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, check_resumable,
-                      format_duration, train_stage)
+                      format_duration, step_bytes_per_lr_pixel, train_stage)
 
 try:
     import fcntl
@@ -201,8 +202,10 @@ def validate(args):
         if value is not None and not value >= low:   # `not >=` also refuses NaN
             raise ValueError(f"{flag} {value:g}: must be >= {low}")
     for flag, value in (("--lr", args.lr), ("--ft-lr", args.ft_lr), ("--fp-pixel-range", args.fp_pixel_range)):
-        if not value > 0:
-            raise ValueError(f"{flag} {value:g}: must be > 0")
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{flag} {value:g}: must be a finite number > 0")
+    if not math.isfinite(args.alpha):
+        raise ValueError(f"--alpha {args.alpha:g}: must be finite")
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite: give one of them")
 
@@ -263,13 +266,17 @@ def run(args) -> int:
         requant_image=args.requant_image,
         branch_relu=ModelConfig.branch_relu if args.branch_relu is None else args.branch_relu)
     val_dir = args.val_dir or photos_dir()
-    list_images(val_dir)  # fail now, not after training, if the folder is unusable
+    for path in list_images(val_dir):   # fail now, not after training, on an unusable image
+        read_image(path)
     source = FolderSource(args.train_dir, args.scale) if args.train_dir else ProceduralSource()
+    if args.train_dir:
+        source.eligible_images(args.patch)   # some image must hold a patch, before anything is written
     fp = load_checkpoint(args.init) if args.init else None
     if fp is not None:
         check_init(args, fp, fp_cfg)
         # EDSR's residual scaling is part of the network --init brings (an import's --res-scale)
         q_cfg = dataclasses.replace(q_cfg, res_scale=fp.config.res_scale, block_act=fp.config.block_act)
+    check_step_memory(args, fp_cfg, q_cfg, fp)
     with locked_out_dir(args.out):
         existing = [n for n in CHECKPOINTS if os.path.exists(os.path.join(args.out, n))]
         if existing and not (args.resume or args.overwrite):
@@ -289,18 +296,41 @@ def run(args) -> int:
         return train_and_report(args, fp_cfg, q_cfg, source, val_dir, fp)
 
 
+def initial_model(args, fp_cfg):
+    """(params, state) of a new full-precision model; SRGAN's discriminator trains
+    beside the generator and lives in its checkpoint."""
+    params, state = init_model(fp_cfg, np.random.default_rng(args.seed))
+    if fp_cfg.arch == "srgan":
+        d_params, d_state = disc_init(np.random.default_rng(args.seed + 1), args.disc_channels, args.disc_stages)
+        params, state = {**params, **d_params}, {**state, **d_state}
+    return params, state
+
+
+def check_step_memory(args, fp_cfg, q_cfg, fp) -> None:
+    """Refuse --batch x --patch whose training step would not fit in the available memory,
+    measured on a one-patch probe step of each stage's model (SPEC 5.3)."""
+    from .evaluate import available_bytes, size_text
+    params, state = (fp.params, fp.state) if fp is not None else initial_model(args, fp_cfg)
+    stages = [] if fp is not None else [(fp_cfg, params, state, "fp")]
+    if q_cfg.quantized:
+        stages.append((q_cfg, *quantized_start(fp_cfg if fp is None else fp.config, params, state, q_cfg),
+                       "quant"))
+    per_pixel = max(step_bytes_per_lr_pixel(cfg, p, s, stage_options(args, 1, stage))
+                    for cfg, p, s, stage in stages)
+    need, have = args.batch * args.patch ** 2 * per_pixel, available_bytes()
+    if need > have:
+        raise ValueError(f"--batch {args.batch} --patch {args.patch}: a training step needs about "
+                         f"{size_text(need)} ({per_pixel / 1024:.0f} KiB per LR pixel, measured), more than "
+                         f"the {size_text(have)} available; lower --batch or --patch")
+
+
 def train_and_report(args, fp_cfg, q_cfg, source, val_dir, fp) -> int:
     print(f"model {q_cfg.arch} x{q_cfg.scale} {q_cfg.blocks} blocks {q_cfg.channels} channels, "
           f"bits {q_cfg.bits}; data {args.train_dir or 'procedural'}; out {args.out}", file=sys.stderr)
     t0 = time.perf_counter()
     models = []
     if fp is None:
-        params, state = init_model(fp_cfg, np.random.default_rng(args.seed))
-        if fp_cfg.arch == "srgan":
-            # The discriminator trains beside the generator and lives in its checkpoint.
-            d_params, d_state = disc_init(np.random.default_rng(args.seed + 1),
-                                          args.disc_channels, args.disc_stages)
-            params, state = {**params, **d_params}, {**state, **d_state}
+        params, state = initial_model(args, fp_cfg)
         fp = train_stage(fp_cfg, params, state, source,
                          stage_options(args, args.fp_steps if q_cfg.quantized else args.steps, "fp"),
                          os.path.join(args.out, "fp.npz"), resume=args.resume)
@@ -344,6 +374,9 @@ def main(argv=None) -> int:
         return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:   # e.g. the validation crop on a full disk; checkpoints are kept
+        print(f"error: {exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted; continue with --resume", file=sys.stderr)

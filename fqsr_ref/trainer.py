@@ -62,6 +62,10 @@ class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN/inf; the last good checkpoint is kept."""
 
 
+class CheckpointWriteError(ValueError):
+    """A checkpoint could not be written (disk full, ...); the previous one is intact."""
+
+
 class DeadParameters(RuntimeError):
     """strict: parameters whose gradient was exactly zero through the watch window."""
 
@@ -107,6 +111,33 @@ def train_step(cfg: ModelConfig, params, state, lr_batch, hr_batch, opts: StageO
 
 
 STAGE_IDS = {"fp": 0, "quant": 1}
+PROBE_PATCH = 16      # LR side of the probe step that measures a step's memory
+PROBE_MARGIN = 1.5    # allocator slack and the batch buffers, over the traced peak
+
+
+def step_bytes_per_lr_pixel(cfg: ModelConfig, params, state, opts: StageOptions) -> int:
+    """Peak bytes per LR pixel of one training step, measured: the arrays a step of one
+    PROBE_PATCH x PROBE_PATCH patch allocates (tracemalloc; the second of two steps, so
+    that compilation is not counted), times PROBE_MARGIN. A step's caches grow with
+    batch x patch^2, so this bounds --batch and --patch before any real allocation."""
+    import tracemalloc
+    probe = StageOptions(steps=1, batch=1, patch=PROBE_PATCH, alpha=opts.alpha, warmup=opts.warmup)
+    lr, hr = ProceduralSource().sample(np.random.default_rng(0), 1, PROBE_PATCH, cfg.scale)
+    params = cast_floats(params, np.float32)
+    train_step(cfg, params, state, lr, hr, probe)
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        with np.errstate(over="ignore", invalid="ignore"):
+            train_step(cfg, params, state, lr, hr, probe)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        if started:
+            tracemalloc.stop()
+    return math.ceil(PROBE_MARGIN * peak / PROBE_PATCH ** 2)
 
 
 def batch_for_step(source, opts: StageOptions, scale: int, step: int):
@@ -370,7 +401,12 @@ def train_stage(cfg: ModelConfig, params: dict, state: dict, source, opts: Stage
         # The batches are a function of (seed, stage, step): see batch_for_step.
         meta = {"step": step, "options": asdict(opts)}
         ckpt = Checkpoint(cfg, params, state, adam, meta)
-        save_checkpoint(out_path, ckpt)
+        try:
+            save_checkpoint(out_path, ckpt)
+        except OSError as exc:   # a full disk, a folder gone read-only: the old file is intact
+            kept = f"the previous {out_path} is kept" if os.path.exists(out_path) else "nothing was written"
+            raise CheckpointWriteError(f"{opts.stage}: cannot write the checkpoint {out_path} at step {step} "
+                                       f"({exc.strerror or exc}); {kept}") from None
         return ckpt
 
     state, adam = dict(state), dict(adam)

@@ -448,7 +448,7 @@ def verify(golden_dir, port_dir, show: int = 8, out=None, require=(), layers=Non
     golden, port = Path(golden_dir), Path(port_dir)
     manifest = read_manifest(golden)      # ValueError (exit 2) unless every sha256 matches
     if not port.is_dir():
-        raise ValueError(f"port directory {port} does not exist")
+        raise ValueError(f"port directory {port} " + ("is not a directory" if port.exists() else "does not exist"))
     only_layers = select(layers, [op["name"] for op in manifest["ops"]], "layer")
     only_stimuli = select(stimuli, sorted(manifest["stimuli"]), "stimulus")
     guard = GoldenGuard(golden, manifest)

@@ -85,7 +85,7 @@ def test_small_images_are_skipped_then_refused(hr_folder):
     src = FolderSource(hr_folder, 2)
     rng = np.random.default_rng(4)
     src.sample(rng, 16, 24, 2)  # tiny.png (10x10 LR) is never drawn, nothing fails
-    assert src._eligible_images(24) == [0, 1, 2]
+    assert src.eligible_images(24) == [0, 1, 2]
     with pytest.raises(ValueError, match="at least 40 x 40"):
         src.sample(rng, 1, 40, 2)
     with pytest.raises(ValueError, match="scale 2.*asked for 3"):

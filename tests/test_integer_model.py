@@ -131,5 +131,5 @@ def test_infer_command(tmp_path, capsys):
                        "--out", str(out), "--engine", "bitplane"]) == 0
     assert read_image(str(out)).shape == (32, 32, 3)
     assert infer_main(["--checkpoint", str(tmp_path / "missing.npz"), "--image",
-                       str(tmp_path / "in.png"), "--out", str(out)]) == 2
+                       str(tmp_path / "in.png"), "--out", str(tmp_path / "out2.png")]) == 2
     assert "error: checkpoint" in capsys.readouterr().err

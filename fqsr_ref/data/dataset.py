@@ -90,7 +90,7 @@ class FolderSource:
     def __len__(self):
         return len(self.paths)
 
-    def _eligible_images(self, lr_patch):
+    def eligible_images(self, lr_patch):
         # Images smaller than the patch are skipped rather than failing mid-training.
         if lr_patch not in self._eligible:
             ok = [i for i, lr in enumerate(self.lr) if min(lr.shape[:2]) >= lr_patch]
@@ -107,7 +107,7 @@ class FolderSource:
         """
         if scale != self.scale:
             raise ValueError(f"FolderSource was built for scale {self.scale}, asked for {scale}")
-        eligible = self._eligible_images(lr_patch)
+        eligible = self.eligible_images(lr_patch)
         s, p = self.scale, lr_patch
         lrs, hrs = [], []
         for _ in range(batch):

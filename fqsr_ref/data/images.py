@@ -10,10 +10,11 @@ import functools
 import io
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
+
+from ..files import write_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -283,16 +284,8 @@ def write_image(path, img):
     ext = os.path.splitext(path)[1].lower()
     if ext not in IMAGE_EXTENSIONS:
         raise ValueError(f"write_image: {path}: extension must be one of {IMAGE_EXTENSIONS}")
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(suffix=ext, prefix=".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(iio.imwrite("<bytes>", img, extension=ext))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    data = iio.imwrite("<bytes>", img, extension=ext)
+    write_atomic(path, lambda f: f.write(data), suffix=ext)
 
 
 def modcrop(img, scale):

@@ -20,7 +20,8 @@ import os
 import sys
 
 from . import FORMATS, export_model
-from .common import DEFAULT_OPSET, check_opset, require_onnx, write_atomic
+from ..files import write_atomic
+from .common import DEFAULT_OPSET, check_opset, require_onnx
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
         vm = from_checkpoint(args.checkpoint) if args.checkpoint else read_model(args.vectors)
         model = export_model(vm, args.format, args.opset, args.all_outputs)
         data = model.SerializeToString()
-        write_atomic(args.out, data)
+        write_atomic(args.out, lambda f: f.write(data))
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -70,22 +70,3 @@ def finish_model(graph, opset: int, doc: str, domains: dict | None = None):
         onnx.checker.check_model(model)   # custom ops have no schema for shape inference
     return model
 
-
-def write_atomic(path, data: bytes) -> None:
-    """Write a file atomically: a temporary file in the same folder, then a rename, so an
-    interrupted export leaves the old file or the new one, never half of one."""
-    import os
-    import tempfile
-
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
