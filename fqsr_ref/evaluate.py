@@ -25,6 +25,7 @@ from fractions import Fraction
 import numpy as np
 
 from . import metrics
+from .memory import available_bytes, size_text, traced_peak
 from .data.images import list_images
 from .data.resize import SCALES
 
@@ -32,27 +33,6 @@ MIN_TILE = 16
 SCORE_BYTES_PER_HR_PIXEL = 160     # bicubic, Y planes and SSIM maps in float64 (measured ~100)
 PROBE = 48                         # LR side of the image whose forward is measured
 PROBE_MARGIN = 1.5                 # measured per-pixel peaks vary ~10 % with the size
-
-
-def size_text(n: int) -> str:
-    if n < 2 ** 30:
-        return f"{max(1, round(n / 2 ** 20))} MiB"
-    for unit in ("GiB", "TiB", "PiB"):
-        n /= 2 ** (30 if unit == "GiB" else 10)
-        if n < 1024 or unit == "PiB":
-            return f"{n:.1f} {unit}"
-
-
-def available_bytes() -> int:
-    """MemAvailable of /proc/meminfo (Linux), else 8 GiB."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 8 << 30
 
 
 def config_radius(cfg) -> int:
@@ -76,20 +56,8 @@ def forward_bytes_per_pixel(upscale) -> int:
     work (compilation, caches) is not counted. The inference forward keeps a few layers
     alive, not all, so the peak follows the widest layers (SRResNet x2 16x64: 7.2-7.5 KB
     per LR pixel traced at 48 to 96 pixels a side; 8.0 KB of peak RSS at 256)."""
-    import tracemalloc
     probe = np.zeros((PROBE, PROBE, 3), np.uint8)
-    upscale(probe)
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        upscale(probe)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        if started:
-            tracemalloc.stop()
+    peak = traced_peak(lambda: upscale(probe))
     return math.ceil(PROBE_MARGIN * peak / PROBE ** 2)
 
 

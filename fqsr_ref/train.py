@@ -309,7 +309,7 @@ def initial_model(args, fp_cfg):
 def check_step_memory(args, fp_cfg, q_cfg, fp) -> None:
     """Refuse --batch x --patch whose training step would not fit in the available memory,
     measured on a one-patch probe step of each stage's model (SPEC 5.3)."""
-    from .evaluate import available_bytes, size_text
+    from .memory import available_bytes, size_text
     params, state = (fp.params, fp.state) if fp is not None else initial_model(args, fp_cfg)
     stages = [] if fp is not None else [(fp_cfg, params, state, "fp")]
     if q_cfg.quantized:

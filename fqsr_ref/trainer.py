@@ -33,6 +33,7 @@ from .checkpoint import Checkpoint, load_checkpoint, remove_stale_temporaries, s
 from .data.dataset import ProceduralSource
 from .models import Pass, cast_floats, sr_backward, sr_forward
 from .models.srgan import srgan_step
+from .memory import traced_peak
 from .models.config import ModelConfig
 from .ops import l1_backward, l1_forward
 from .optim import adam_init, adam_step, cosine_lr
@@ -120,23 +121,11 @@ def step_bytes_per_lr_pixel(cfg: ModelConfig, params, state, opts: StageOptions)
     PROBE_PATCH x PROBE_PATCH patch allocates (tracemalloc; the second of two steps, so
     that compilation is not counted), times PROBE_MARGIN. A step's caches grow with
     batch x patch^2, so this bounds --batch and --patch before any real allocation."""
-    import tracemalloc
     probe = StageOptions(steps=1, batch=1, patch=PROBE_PATCH, alpha=opts.alpha, warmup=opts.warmup)
     lr, hr = ProceduralSource().sample(np.random.default_rng(0), 1, PROBE_PATCH, cfg.scale)
     params = cast_floats(params, np.float32)
-    train_step(cfg, params, state, lr, hr, probe)
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        with np.errstate(over="ignore", invalid="ignore"):
-            train_step(cfg, params, state, lr, hr, probe)
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        if started:
-            tracemalloc.stop()
+    with np.errstate(over="ignore", invalid="ignore"):
+        peak = traced_peak(lambda: train_step(cfg, params, state, lr, hr, probe))
     return math.ceil(PROBE_MARGIN * peak / PROBE_PATCH ** 2)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..memory import available_bytes
 from .build import build_vectors, estimate_bytes, regenerate
 from .encodings import FORMATS
 from .hdl import HDL_FORMAT
@@ -71,21 +72,9 @@ def parse_formats(text: str) -> tuple:
     return formats
 
 
-def available_memory() -> int:
-    """Bytes the machine can still give (MemAvailable), or 8 GiB where it cannot say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 8 << 30
-
-
 def check_memory(vm, stimuli_shapes) -> None:
     """ValueError (exit 2, before any work) when the set would need more than the machine has."""
-    need, have = estimate_bytes(vm.model, stimuli_shapes), available_memory()
+    need, have = estimate_bytes(vm.model, stimuli_shapes), available_bytes()
     if need > have:
         raise ValueError(f"vectors: this set would need about {need / 2**30:.1f} GiB of memory and "
                          f"{have / 2**30:.1f} GiB are available; use a smaller --size / --stimulus-size")
