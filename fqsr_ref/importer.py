@@ -395,8 +395,11 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
             raise ValueError("--res-scale: the SRResNet blocks have no residual scaling")
         r = edsr_pixel_range(tensors, rgb_range, where) if layout == "edsr" else \
             float(255.0 if rgb_range is None else rgb_range)
+        # PyTorch's EDSRs subtract the mean before the head's zero padding: the head pads
+        # with the mean's image codes (head_pad "mean", SPEC 5.1), exact up to half a code
         cfg = ModelConfig(arch=arch, scale=scale, blocks=blocks, channels=c, pixel_range=r,
-                          res_scale=float(res_scale), block_act=block_act)
+                          res_scale=float(res_scale), block_act=block_act,
+                          head_pad="mean" if edsr else "zero")
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
     params, state = init_model(cfg, np.random.default_rng(0))

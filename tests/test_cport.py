@@ -65,13 +65,16 @@ def test_port_passes_the_committed_sets(port_binary, tmp_path, golden):
     ("srresnet", 3, "6/8/8", {}),    # x3 shuffle, plain residual add, no requantization
     ("edsr", 2, "8/8/16", {"branch_relu": True}),  # 16-bit skips (int16 codes), image requantized to 8 bits signed
     ("edsr", 2, "6/6/8", {"block_act": "prelu"}),  # the authors' PReLU EDSR: two multipliers in the blocks
+    ("edsr", 2, "8/8/8", {"head_pad": "mean"}),    # an import's head: PAD_VALUE codes outside the image
 ])
 def test_port_passes_other_graphs(port_binary, tmp_path, arch, scale, bits, kw):
     cfg = preset(arch, scale, bits, blocks=1, channels=4, **kw)
     vm = V.calibrated_model(cfg, np.random.default_rng(1), np.random.default_rng(0).random((2, 3, 8, 8)))
     stimuli = [V.Stimulus(name, V.make_stimulus(name, 5), "", ("bin",)) for name in V.STIMULI[1:]]
-    golden = V.write_tree(tmp_path / "golden", V.build_vectors(vm, stimuli))
+    files = V.build_vectors(vm, stimuli)
+    golden = V.write_tree(tmp_path / "golden", files)
     assert_all_pass(golden, run_port(port_binary, golden, tmp_path / "port"))
+    assert V.regenerate(golden) == files   # the model reads back from manifest.json as written
 
 
 def test_port_output_of_another_model_fails(port_binary, tmp_path):

@@ -23,7 +23,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from fqsr_ref.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 from fqsr_ref.export import integer_graph as IG  # noqa: E402
-from fqsr_ref.export.common import DEFAULT_OPSET, initializer, nchw_value  # noqa: E402
+from fqsr_ref.export.common import DEFAULT_OPSET, nchw_value  # noqa: E402
 from fqsr_ref.integer.engine_plain import int_conv2d_exact  # noqa: E402
 from fqsr_ref.integer.model import ConvOp, Tensor  # noqa: E402
 from fqsr_ref.integer.run import run_ops  # noqa: E402
@@ -113,7 +113,7 @@ def test_mutants_are_caught(mutant, monkeypatch):
 # --- the requantization node group: exact for every accumulator up to its bound -----------
 
 def requant_graph(bound: int, multiplier: int, shift: int):
-    g = IG._Graph(onnx)
+    g = IG._Graph()
     y = IG._requant(g, "acc", bound, multiplier, shift)
     g.node("Identity", [y], "y")
     vi = onnx.helper.make_tensor_value_info
@@ -168,7 +168,7 @@ def test_conv_parts_and_chunks(x_bits, x_signed, w_bits, channels):
     dtype = IG.code_dtype(lo, hi - 1)
     op = ConvOp("conv", "c", "x", "y", w.astype(IG.code_dtype(-wl, wl - 1)), w_bits, bias.astype(np.int32),
                 1 << 30, 0, 1 << 30, 0, 1, 0, want.dtype.name)
-    g = IG._Graph(onnx)
+    g = IG._Graph()
     IG._conv(g, op, Tensor("x", x_bits, x_signed, 1.0, lo, hi - 1), want_acc=True)
     graph = onnx.helper.make_graph(g.nodes, "conv", [nchw_value("x", dtype, channels)],
                                    [nchw_value("c.acc", want.dtype, 4)], g.inits)

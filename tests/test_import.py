@@ -7,6 +7,8 @@ safetensors, imports it, and compares fqsr_ref's float64 forward with the module
 forward written here from its published definition: plain loops and np.einsum, not
 the project's conv.
 """
+import dataclasses
+
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -239,19 +241,62 @@ def test_fqsr_edsr_prelu_forward(tmp_path, scale):
 
 
 def test_edsr_mean_shift_at_the_border(tmp_path):
-    """The float import zero-pads x - mean as PyTorch does; fqsr_ref's own (deployed)
-    head folds the mean into its bias, which differs only on the border."""
+    """PyTorch zero-pads x - mean. fqsr_ref's deployed head folds the mean into its bias
+    and pads x: with zero padding (the models trained here) the border sees -mean; an
+    import pads with the mean's image codes (head_pad "mean"), which differs from PyTorch
+    by under half a code on border taps only."""
     rng = np.random.default_rng(5)
     sd = edsr_state_dict(rng, 4, 1, 2)
     imported = importer.import_weights(save(tmp_path, sd))
+    assert imported.config.head_pad == "mean"
     x01 = rng.random((3, 16, 16))
-    cfg = imported.config
-    folded, _ = sr_forward(Pass(imported.params, imported.state, cfg), cfg, x01[None])
-    diff = np.abs(folded[0] * 255 - ours(imported, x01))
-    assert diff.max() > 1e-3                      # the border differs
+    torch = ours(imported, x01)
+
+    def deployed(head_pad):
+        cfg = dataclasses.replace(imported.config, head_pad=head_pad)
+        y, _ = sr_forward(Pass(imported.params, imported.state, cfg), cfg, x01[None])
+        return np.abs(y[0] * 255 - torch)
+
+    zero, mean = deployed("zero"), deployed("mean")
     # The head's border error spreads one LR pixel per conv (block x2, trunk, upsampler:
     # 4), then x2 and one HR pixel for the tail: 2 * 5 + 1 = 11 HR pixels.
-    assert diff[:, 11:-11, 11:-11].max() < 1e-9
+    assert zero[:, 11:-11, 11:-11].max() < 1e-9 and mean[:, 11:-11, 11:-11].max() < 1e-9
+    # The pad code is within half a code of 255 m: the border moves by 1/114 of zero's
+    codes = np.floor(DIV2K * 255 + 0.5)
+    assert np.abs(codes - DIV2K * 255).max() <= 0.5
+    assert 1e-6 < mean.max() < zero.max() * np.abs(codes - DIV2K * 255).max() / (DIV2K * 255).min() * 1.01
+
+
+def test_integer_edsr_equals_pytorch_on_the_border(tmp_path):
+    """The integer 8/8/8 model of an imported EDSR (PTQ, DAIA on procedural batches)
+    against the float64 PyTorch module on a whole photo crop, border included: the mean
+    pad keeps the outer ring as close as the interior (zero padding: ~25 dB there)."""
+    from fqsr_ref.data.dataset import ProceduralSource
+    from fqsr_ref.integer.model import convert
+    from fqsr_ref.integer.run import run_image
+    from fqsr_ref.models import quantized_start
+    from fqsr_ref.quantize import calibrate
+    from test_integer_model import photo_crop
+
+    rng = np.random.default_rng(7)
+    sd = edsr_state_dict(rng, 16, 2, 2)
+    for k in sd:   # a trained EDSR's branches are small against the stream
+        if k.startswith("body") and k.endswith(".weight"):
+            sd[k] = sd[k] * 0.3
+    imported = importer.import_weights(save(tmp_path, sd))
+    lr = photo_crop(44)[:36]
+    want = np.clip(edsr_pytorch_forward(sd, lr.transpose(2, 0, 1).astype(np.float64), 2, 2, 1.0), 0, 255)
+    cfg = imported.config.with_bits("8/8/8")
+    params, state = quantized_start(imported.config, imported.params, imported.state, cfg)
+    params, state = calibrate(cfg, params, state, ProceduralSource(), 20, 16, 48, 0)
+    sr = run_image(convert(cfg, params, state), lr).transpose(2, 0, 1).astype(np.float64)
+    err = (sr - want) ** 2
+    ring = np.ones(err.shape[1:], bool)
+    ring[8:-8, 8:-8] = False   # the 4 LR pixels the head's padding reaches through the graph
+    db = lambda e: 10 * np.log10(255 ** 2 / e.mean())
+    whole, border, interior = db(err), db(err[:, ring]), db(err[:, ~ring])
+    print(f"whole {whole:.2f} dB, ring {border:.2f} dB, interior {interior:.2f} dB")
+    assert whole >= 40 and border >= interior - 0.5, (whole, border, interior)
 
 
 @pytest.mark.parametrize("scale", [3, 4])
@@ -305,7 +350,8 @@ def test_export_round_trip(tmp_path):
     path = tmp_path / "x.safetensors"
     importer.save_safetensors(path, importer.export_edsr(cfg, params, state))
     imported = importer.import_weights(path)
-    assert imported.config == cfg
+    # the file is EDSR-PyTorch's, which subtracts the mean before padding: head_pad mean
+    assert imported.config == dataclasses.replace(cfg, head_pad="mean")
     assert set(imported.params) == set(params)
     for k in params:
         assert np.array_equal(imported.params[k], params[k]), k

@@ -41,7 +41,8 @@ def image_batch(size):
 CONFIGS = [("srresnet", 2, "8/8/8", {}), ("srresnet", 3, "4/4/8", {}),
            ("edsr", 4, "6/6/8", {}), ("fqsr_lite", 2, "6/8/8",
                                       {"branch_relu": False}),
-           ("edsr", 2, "8/8/8", {"block_act": "prelu"})]   # signed block codes, PReLU's M-
+           ("edsr", 2, "8/8/8", {"block_act": "prelu"}),   # signed block codes, PReLU's M-
+           ("edsr", 3, "4/4/8", {"head_pad": "mean"})]     # the head pads with the mean's codes
 
 
 def code_differences(cfg, params, state, image):
@@ -85,8 +86,9 @@ def test_output_psnr_matches_float_model():
     assert abs(psnr_y(sr_int.astype(np.uint8), hr, 2) - psnr_y(sr_float, hr, 2)) < 0.01
 
 
-def test_engines_agree_bit_for_bit():
-    cfg, params, state = calibrated("srresnet", 2, "4/4/8")
+@pytest.mark.parametrize("arch,bits,kw", [("srresnet", "4/4/8", {}), ("edsr", "8/8/8", {"head_pad": "mean"})])
+def test_engines_agree_bit_for_bit(arch, bits, kw):
+    cfg, params, state = calibrated(arch, 2, bits, **kw)
     model = convert(cfg, params, state)
     x = photo_crop(20).transpose(2, 0, 1)[None].copy()
     rec_plain, rec_bits = {}, {}
@@ -133,3 +135,22 @@ def test_infer_command(tmp_path, capsys):
     assert infer_main(["--checkpoint", str(tmp_path / "missing.npz"), "--image",
                        str(tmp_path / "in.png"), "--out", str(tmp_path / "out2.png")]) == 2
     assert "error: checkpoint" in capsys.readouterr().err
+
+
+def test_head_pad_reads_the_mean_codes_outside_the_image():
+    """head_pad "mean": the head's accumulators are those of a conv whose taps outside
+    the image read the codes (114, 111, 103), summed here as written."""
+    cfg, params, state = calibrated("edsr", 2, "8/8/8", head_pad="mean")
+    model = convert(cfg, params, state)
+    op = model.ops[0]
+    assert op.name == "head" and op.pad_value == (114, 111, 103)
+    x = photo_crop(9)
+    rec = {}
+    run_ops(model, x.transpose(2, 0, 1)[None].copy(), record=rec)
+    xp = np.stack([np.pad(x[:, :, c].astype(np.int64), 1, constant_values=op.pad_value[c]) for c in range(3)])
+    want = np.zeros((op.weight.shape[0], 9, 9), np.int64) + op.bias[:, None, None]
+    for i in range(3):
+        for j in range(3):
+            want += np.einsum("oc,chw->ohw", op.weight[:, :, i, j].astype(np.int64), xp[:, i:i + 9, j:j + 9])
+    assert np.array_equal(rec["head.acc"][0], want)
+    assert convert(*calibrated("edsr", 2, "8/8/8")).ops[0].pad_value is None   # the models trained here

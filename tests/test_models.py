@@ -68,7 +68,8 @@ def model_gradcheck(cfg, params, state, x, training, **pass_kw):
 
 @pytest.mark.parametrize("arch,scale,pixel_range,kw", [
     ("srresnet", 2, 255.0, {}), ("edsr", 3, 255.0, {}), ("srresnet", 2, 1.0, {}),
-    ("edsr", 2, 255.0, {"block_act": "prelu"})])   # the FQSR authors' EDSR (--keyword PReLU)
+    ("edsr", 2, 255.0, {"block_act": "prelu"}),    # the FQSR authors' EDSR (--keyword PReLU)
+    ("edsr", 2, 1.0, {"head_pad": "mean"})])       # the head pads with the mean's codes
 def test_full_precision_gradients(arch, scale, pixel_range, kw):
     cfg = tiny(arch, scale, pixel_range=pixel_range, **kw)
     params, state = init_model(cfg, np.random.default_rng(0))

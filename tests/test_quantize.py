@@ -6,6 +6,7 @@ checkpoint is one that infer, vectors and evaluate take as it is, its integer mo
 gives the fake-quantized model's codes, and the float import it also writes is one
 that `train --init` fine-tunes.
 """
+import dataclasses
 import importlib.util
 import os
 
@@ -19,7 +20,8 @@ from fqsr_ref.data.images import read_image, write_image
 from fqsr_ref.importer import import_weights
 from fqsr_ref.integer.model import convert
 from fqsr_ref.integer.run import run_image
-from fqsr_ref.models import upscale
+from fqsr_ref.models import Pass, sr_forward, upscale
+from fqsr_ref.models.graph import cast_floats
 
 from test_import import DIV2K, conv, edsr_state_dict, fqsr_srresnet_state_dict, save
 
@@ -53,13 +55,17 @@ def test_edsr_ptq_intervals_are_daia_means(tmp_path, capsys, edsr_file):
         want = np.float32(np.abs(sd[key + ".weight"].astype(np.float32)).max())
         assert p[conv_name + ".w.interval"] == want, conv_name
     # The head output (a float model tensor in 0..255 units: conv(x - m) folded as
-    # conv(x) + b - sum(w m)) averaged over the three batches of rng([0, k]).
+    # conv(x) + b - sum(w m), x padded with the mean's codes p = (114, 111, 103) as
+    # an import's head is: conv_zero(x - p) + sum(w p)) averaged over the three
+    # batches of rng([0, k]).
     w = sd["head.0.weight"].astype(np.float32).astype(np.float64)
     b = sd["head.0.bias"].astype(np.float32).astype(np.float64) - np.einsum("ocij,c->o", w, DIV2K * 255)
+    pad = np.array([114.0, 111.0, 103.0])
     maxima = []
     for k in range(3):
         lr, _ = ProceduralSource().sample(np.random.default_rng([0, k]), 2, 8, 2)
-        maxima.append(max(np.abs(conv(x.astype(np.float64) * 255, w, b)).max() for x in lr))
+        maxima.append(max(np.abs(conv(x.astype(np.float64) * 255 - pad[:, None, None], w,
+                                      b + np.einsum("ocij,c->o", w, pad))).max() for x in lr))
     assert p["head.out.interval"] == pytest.approx(np.mean(maxima), rel=1e-5)
     assert int(ckpt.state["head.out.daia_count"]) == 3
     assert "intervals set by DAIA over 3 batches" in text
@@ -78,7 +84,14 @@ def test_ptq_checkpoint_runs_everywhere(tmp_path, capsys, edsr_file):
     lr = np.random.default_rng(1).integers(0, 256, (10, 9, 3), dtype=np.uint8)
     fake = upscale(ckpt.config, ckpt.params, ckpt.state, lr)
     integer = run_image(convert(ckpt.config, ckpt.params, ckpt.state), lr, "plain")
-    assert np.array_equal(fake, integer)
+    # float32 rounding flips a near-tie code now and then (2 of 540 here since the head
+    # pads with the mean's codes); the float64 fake-quantized model gives every code
+    diff = np.abs(fake.astype(int) - integer)
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 0.01 * diff.size
+    cfg = ckpt.config
+    ps = Pass(cast_floats(ckpt.params, np.float64), ckpt.state, cfg, record_codes=True)
+    sr_forward(ps, cfg, lr.transpose(2, 0, 1)[None] / 255.0)
+    assert np.array_equal(ps.codes["image.out"][0].transpose(1, 2, 0), integer)
     img = tmp_path / "lr.png"
     write_image(str(img), lr)
     assert infer.main(["--checkpoint", str(out), "--image", str(img), "--out", str(tmp_path / "sr.png")]) == 0
@@ -181,7 +194,8 @@ def test_export_tool(tmp_path, capsys):
     keys = set(load_file(str(out)))
     assert {"sub_mean.weight", "head.0.weight", "body.1.body.2.bias", "body.2.weight", "tail.0.0.weight",
             "tail.0.2.weight", "tail.1.bias", "add_mean.bias"} <= keys
-    assert import_weights(str(out), res_scale=0.1).config == cfg
+    # EDSR-PyTorch subtracts the mean before padding: the file imports with head_pad mean
+    assert import_weights(str(out), res_scale=0.1).config == dataclasses.replace(cfg, head_pad="mean")
     q_params, q_state = quantize_model(params, state, cfg.with_bits("8/8/8"))
     save_checkpoint(str(tmp_path / "q.npz"), Checkpoint(cfg.with_bits("8/8/8"), q_params, q_state, {}, {}))
     assert tool.main([str(tmp_path / "q.npz"), str(tmp_path / "f.safetensors")]) == 2

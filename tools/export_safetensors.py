@@ -9,7 +9,9 @@ as printed; res_scale from the checkpoint) with
 `python -m fqsr_ref.quantize --weights` and `evaluate --weights`. An EDSR with PReLU
 blocks (block_act prelu) is written as the FQSR authors' EDSR with --keyword PReLU
 (body.<i>.body.1.weight), which EDSR-PyTorch itself does not build. Only EDSR: the
-FQSR SRResNet layout has no conv biases for head, upsampler and tail.
+FQSR SRResNet layout has no conv biases for head, upsampler and tail. PyTorch's EDSR
+subtracts the mean before its head's zero padding, so a model trained here with zero
+head padding (head_pad "zero") computes slightly differently there on the border (SPEC 5.1).
 Exit status 0, or 2 with one line "error: ..." on stderr.
 """
 import argparse

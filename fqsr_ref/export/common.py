@@ -70,3 +70,50 @@ def finish_model(graph, opset: int, doc: str, domains: dict | None = None):
         onnx.checker.check_model(model)   # custom ops have no schema for shape inference
     return model
 
+
+class GraphBuilder:
+    """Nodes and initializers under construction: every value name is unique, and a
+    constant is stored once however many nodes read it."""
+
+    def __init__(self):
+        self.onnx = require_onnx()
+        self.nodes, self.inits, self._consts, self._n = [], [], {}, 0
+
+    def fresh(self, hint: str) -> str:
+        self._n += 1
+        return f"{hint}#{self._n}"
+
+    def node(self, op: str, inputs: list, out: str | None = None, domain: str = "", **attrs) -> str:
+        out = out or self.fresh(f"{inputs[0]}.{op}")
+        self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=out, domain=domain, **attrs))
+        return out
+
+    def const(self, value, dtype) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self._consts:
+            name = self.fresh("const")
+            self.inits.append(initializer(name, arr))
+            self._consts[key] = name
+        return self._consts[key]
+
+    def cast(self, x: str, dtype, out: str | None = None) -> str:
+        return self.node("Cast", [x], out, to=elem_type(dtype))
+
+
+def resolutions(model) -> dict:
+    """tensor name -> (channels, resolution factor relative to image.in) of an IntModel;
+    a conv's accumulator `<conv>.acc` has its output's."""
+    from ..integer.model import ConvOp, ShuffleOp
+    res = {"image.in": (3, 1)}
+    for op in model.ops:
+        if op.input not in res:
+            raise ValueError(f"export: op {op.name} reads {op.input!r}, which no earlier op writes")
+        ch, f = res[op.input]
+        if isinstance(op, ConvOp):
+            res[op.output] = res[op.name + ".acc"] = (op.weight.shape[0], f)
+        elif isinstance(op, ShuffleOp):
+            res[op.output] = (ch // op.factor ** 2, f * op.factor)
+        else:
+            res[op.output] = (ch, f)
+    return res

@@ -26,7 +26,8 @@ import numpy as np
 
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from ..integer.requant import INT32_MAX, INT64_MAX, code_dtype, operand_max_abs
-from .common import DEFAULT_OPSET, check_opset, finish_model, initializer, nchw_value, require_onnx
+from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, initializer, nchw_value,
+                     require_onnx, resolutions)
 
 BYTE = 256
 
@@ -60,35 +61,14 @@ def _weight_parts(w: np.ndarray, bits: int):
     return [(0, *_as_uint8(lo, False), parts[0][2]), (8, *_as_uint8((w - lo) // BYTE, True), parts[1][2])]
 
 
-class _Graph:
-    """Nodes and constants under construction; every value name is unique."""
+class _Graph(GraphBuilder):
+    """The integer graph under construction, with each code tensor's int64 value and
+    uint8 byte parts made once however many ops read it."""
 
-    def __init__(self, onnx):
-        self.onnx, self.nodes, self.inits, self._consts, self._n = onnx, [], [], {}, 0
+    def __init__(self):
+        super().__init__()
         self.int64 = {}     # tensor name -> its int64 value name
         self.bytes = {}     # tensor name -> [(shift, uint8 name, zero point name, max |value|)]
-
-    def fresh(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}#{self._n}"
-
-    def node(self, op: str, inputs: list, out: str | None = None, **attrs) -> str:
-        out = out or self.fresh(f"{inputs[0]}.{op}")
-        self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
-        return out
-
-    def const(self, value, dtype) -> str:
-        """A constant (scalar or array), shared by every node that needs the same one."""
-        arr = np.asarray(value, dtype=dtype)
-        key = (arr.dtype.str, arr.shape, arr.tobytes())
-        if key not in self._consts:
-            name = self.fresh("const")
-            self.inits.append(initializer(name, arr))
-            self._consts[key] = name
-        return self._consts[key]
-
-    def cast(self, x: str, dtype, out: str | None = None) -> str:
-        return self.node("Cast", [x], out, to=self.onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
 
     def as_int64(self, tensor: str) -> str:
         if tensor not in self.int64:
@@ -215,21 +195,6 @@ def _shuffle(g: _Graph, op: ShuffleOp, x) -> str:
     return g.cast(moved, code_dtype(x.qmin, x.qmax), op.output)
 
 
-def _resolutions(model: IntModel) -> dict:
-    """tensor name -> (channels, resolution factor relative to image.in)."""
-    res = {"image.in": (3, 1)}
-    for op in model.ops:
-        ch, f = res[op.input]
-        if isinstance(op, ConvOp):
-            res[op.output] = (op.weight.shape[0], f)
-            res[op.name + ".acc"] = res[op.output]
-        elif isinstance(op, ShuffleOp):
-            res[op.output] = (ch // op.factor ** 2, f * op.factor)
-        else:
-            res[op.output] = (ch, f)
-    return res
-
-
 def integer_graph(model: IntModel, opset: int = DEFAULT_OPSET, all_outputs: bool = False):
     """The ONNX ModelProto of an integer model: `image.in` uint8 (N, 3, H, W) in,
     `image.out` uint8 (N, 3, sH, sW) out, N, H, W dynamic. all_outputs: every op
@@ -238,7 +203,7 @@ def integer_graph(model: IntModel, opset: int = DEFAULT_OPSET, all_outputs: bool
     onnx = require_onnx()
     check_opset(opset)
     t = model.tensors
-    g = _Graph(onnx)
+    g = _Graph()
     for op in model.ops:
         x, y = t[op.input], t[op.output]
         if isinstance(op, ConvOp):
@@ -254,7 +219,7 @@ def integer_graph(model: IntModel, opset: int = DEFAULT_OPSET, all_outputs: bool
             _shuffle(g, op, x)
         else:
             raise ValueError(f"export: unknown op {op!r}")
-    res = _resolutions(model)
+    res = resolutions(model)
     outputs = ["image.out"]
     if all_outputs:
         outputs = [op.output for op in model.ops if op.output != "image.out"]

@@ -25,24 +25,8 @@ import numpy as np
 
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from ..integer.requant import code_dtype
-from .common import (DEFAULT_OPSET, INT16_QDQ_OPSET, check_opset, finish_model, initializer,
-                     nchw_value, require_onnx)
-
-
-def resolutions(model: IntModel) -> dict:
-    """tensor name -> (channels, resolution factor relative to image.in)."""
-    res = {"image.in": (3, 1)}
-    for op in model.ops:
-        if op.input not in res:
-            raise ValueError(f"export: op {op.name} reads {op.input!r}, which no earlier op writes")
-        ch, f = res[op.input]
-        if isinstance(op, ConvOp):
-            res[op.output] = (op.weight.shape[0], f)
-        elif isinstance(op, ShuffleOp):
-            res[op.output] = (ch // op.factor ** 2, f * op.factor)
-        else:
-            res[op.output] = (ch, f)
-    return res
+from .common import (DEFAULT_OPSET, INT16_QDQ_OPSET, GraphBuilder, check_opset, finish_model, initializer,
+                     nchw_value, require_onnx, resolutions)
 
 
 def prelu_slope(op: ConvOp):
@@ -64,31 +48,13 @@ def narrower_than_dtype(qmin: int, qmax: int) -> bool:
     return (qmin, qmax) != (info.min, info.max)
 
 
-class _QDQ:
-    """Nodes and initializers under construction; constants shared by value."""
+class _QDQ(GraphBuilder):
+    """The QDQ graph under construction; each code tensor dequantized once."""
 
-    def __init__(self, onnx, model: IntModel, opset: int):
-        self.onnx, self.model, self.opset = onnx, model, opset
-        self.nodes, self.inits, self._consts, self._n = [], [], {}, 0
+    def __init__(self, model: IntModel, opset: int):
+        super().__init__()
+        self.model, self.opset = model, opset
         self.real = {}      # code tensor name -> name of its dequantized float value
-
-    def fresh(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}#{self._n}"
-
-    def node(self, op: str, inputs: list, out: str | None = None, **attrs) -> str:
-        out = out or self.fresh(f"{inputs[0]}.{op}")
-        self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=out, **attrs))
-        return out
-
-    def const(self, value, dtype) -> str:
-        arr = np.asarray(value, dtype=dtype)
-        key = (arr.dtype.str, arr.shape, arr.tobytes())
-        if key not in self._consts:
-            name = self.fresh("const")
-            self.inits.append(initializer(name, arr))
-            self._consts[key] = name
-        return self._consts[key]
 
     def dtype_of(self, tensor: str, qmin: int, qmax: int):
         """Storage dtype of codes in [qmin, qmax]; int16 Q/DQ needs opset 21."""
@@ -188,7 +154,7 @@ def qdq_op_model(vm, op, opset: int = DEFAULT_OPSET):
     onnx = require_onnx()
     check_opset(opset)
     model = vm.model
-    g = _QDQ(onnx, model, opset)
+    g = _QDQ(model, opset)
     reads = [op.input] + ([op.branch] if isinstance(op, AddOp) else [])
     for name in reads:
         g.quantize(name + ".in", name, clip=False)
@@ -212,7 +178,7 @@ def qdq_graph(vm, opset: int = DEFAULT_OPSET, all_outputs: bool = False):
     model = vm.model
     if "image.in" not in model.tensors or "image.out" not in model.tensors:
         raise ValueError("export: the model has no image.in or image.out tensor")
-    g = _QDQ(onnx, model, opset)
+    g = _QDQ(model, opset)
     for op in model.ops:
         _emit(g, vm, op)
     res = resolutions(model)

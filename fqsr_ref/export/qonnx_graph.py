@@ -36,36 +36,22 @@ import numpy as np
 
 from ..integer.model import AddOp, ConvOp, RequantOp, ShuffleOp
 from ..integer.requant import code_dtype
-from .common import DEFAULT_OPSET, check_opset, finish_model, initializer, nchw_value, require_onnx
-from .qdq_graph import prelu_slope, resolutions
+from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, initializer, nchw_value,
+                     require_onnx, resolutions)
+from .qdq_graph import prelu_slope
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
 ROUNDING_MODE = "HALF_UP"
 BIAS_BITS = 32
 
 
-class _QONNX:
-    def __init__(self, onnx, model):
-        self.onnx, self.model = onnx, model
-        self.nodes, self.inits, self._consts, self._n = [], [], {}, 0
-
-    def fresh(self, hint: str) -> str:
-        self._n += 1
-        return f"{hint}#{self._n}"
-
-    def node(self, op: str, inputs: list, out: str | None = None, domain: str = "", **attrs) -> str:
-        out = out or self.fresh(f"{inputs[0]}.{op}")
-        self.nodes.append(self.onnx.helper.make_node(op, inputs, [out], name=out, domain=domain, **attrs))
-        return out
+class _QONNX(GraphBuilder):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
 
     def const(self, value, dtype=np.float32) -> str:
-        arr = np.asarray(value, dtype=dtype)
-        key = (arr.dtype.str, arr.shape, arr.tobytes())
-        if key not in self._consts:
-            name = self.fresh("const")
-            self.inits.append(initializer(name, arr))
-            self._consts[key] = name
-        return self._consts[key]
+        return super().const(value, dtype)
 
     def quant(self, x: str, scale: float, bits: int, signed: bool, narrow: bool, out: str) -> str:
         """A QONNX Quant node: the real value of the nearest code of (bits, signed, narrow)."""
@@ -143,7 +129,7 @@ def qonnx_op_model(vm, op, opset: int = DEFAULT_OPSET):
     onnx = require_onnx()
     check_opset(opset)
     t = vm.model.tensors
-    g = _QONNX(onnx, vm.model)
+    g = _QONNX(vm.model)
     reads = [op.input] + ([op.branch] if isinstance(op, AddOp) else [])
     for name in reads:
         g.node("Mul", [g.node("Cast", [name], to=onnx.TensorProto.FLOAT), g.const(t[name].scale)], name + ".real")
@@ -166,7 +152,7 @@ def qonnx_graph(vm, opset: int = DEFAULT_OPSET, all_outputs: bool = False):
     t = model.tensors
     if "image.in" not in t or "image.out" not in t:
         raise ValueError("export: the model has no image.in or image.out tensor")
-    g = _QONNX(onnx, model)
+    g = _QONNX(model)
     image = g.node("Mul", [g.node("Cast", ["image.in"], to=onnx.TensorProto.FLOAT), g.const(t["image.in"].scale)])
     g.quant_tensor(image, "image.in")
     for op in model.ops:

@@ -10,7 +10,8 @@ Ops (docs/SPEC.md, "integer graph"):
   requant   codes -> codes at another width: clamp(rq(x, M, shift))
   conv      acc = conv(x, w) + bias (int32/int64); out = clamp(rq(acc, M+, shift+))
             for acc >= 0, clamp(rq(sign * acc, M-, shift-)) for acc < 0 (PReLU as two
-            multipliers; sign = -1 when the slope is negative); ReLU outputs clamp at 0
+            multipliers; sign = -1 when the slope is negative); ReLU outputs clamp at 0;
+            taps outside the image read 0, or pad_value (EDSR's head with head_pad "mean")
   add       out = clamp(rrs(a * Ma + relu?(b) * Mb, n))  (Eq. 7, common shift n)
   shuffle   pixel shuffle on codes
 where rq(x, M, shift) = round_half_up(x * M / 2^(31 - shift)) and rrs is the
@@ -25,7 +26,7 @@ import numpy as np
 from ..models.config import ModelConfig
 from ..models.graph import IMAGE, Fmt, Pass, cast_floats, code_scale, quantize_bias
 from ..models.layers import bn_stats, fold_offsets, out_format, reads_requantized
-from ..models.srnet import bits_of, layer_specs, mean_offset
+from ..models.srnet import bits_of, head_pad_codes, layer_specs, mean_offset
 from ..quant import QuantSpec, fold_bn, quantize_forward, round_half_up
 from ..quant.quantizer import levels
 from .requant import acc_bound, acc_dtype, code_dtype, quantize_multiplier
@@ -69,6 +70,29 @@ class ConvOp(NamedTuple):
     neg_sign: int       # -1: rq(-acc, M-) (a negative PReLU slope), else +1
     acc_bound: int      # proven max |acc| (fan-in x max|x| x max|w| + max|bias|)
     acc_dtype: str      # "int32" or "int64"
+    pad_value: tuple | None = None  # input code of every tap outside the image, per input
+    #                                 channel (EDSR's head_pad "mean"); None: 0
+
+
+def engine_operand(op: ConvOp, x_bits: int, x_signed: bool):
+    """(bits, signed) of the codes a zero-padding engine reads for op: a conv padding
+    with codes p reads x - p (SPEC 6.8), one bit wider and signed."""
+    if op.pad_value is None:
+        return x_bits, x_signed
+    return x_bits + 1, True
+
+
+def engine_input(op: ConvOp, x: np.ndarray, channel_axis: int):
+    """(codes, bias) a zero-padding engine takes for op: conv with pad value p equals
+    conv_zero(x - p) + sum over all taps of w * p, so x - p (int16) and the bias plus
+    that sum (int64). x: uint8/int codes with channels on channel_axis."""
+    if op.pad_value is None:
+        return x, op.bias
+    p = np.asarray(op.pad_value, np.int16)
+    shape = [1] * x.ndim
+    shape[channel_axis] = p.size
+    extra = np.einsum("oikl,i->o", op.weight.astype(np.int64), p.astype(np.int64))
+    return x.astype(np.int16) - p.reshape(shape), op.bias.astype(np.int64) + extra
 
 
 class AddOp(NamedTuple):
@@ -134,7 +158,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         tensors[t.name] = t
         return t
 
-    def conv(spec, x: Tensor, x_fmt: Fmt, in_offset=None, out_offset=None):
+    def conv(spec, x: Tensor, x_fmt: Fmt, in_offset=None, out_offset=None, pad_value=None):
         n = spec.name
         if reads_requantized(spec, x_fmt, bits):
             r = add_tensor(tensor_of(n + ".in", Fmt(bits[spec.in_bits], x_fmt.signed),
@@ -165,12 +189,13 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         bias = bias.astype(np.int32 if np.abs(bias).max() < 2 ** 31 else np.int64)
         _, w_min, w_max = levels(w_spec)   # the narrow grid: 8-bit weights fit int8
         w_codes = w_codes.astype(code_dtype(w_min, w_max))
+        # pad codes <= 255 = max|image code|: the bound holds for padded taps too
         ops.append(ConvOp("conv", n, x.name, y.name, w_codes, bits["wt"], bias, mult, shift,
-                          *neg, bound, np.dtype(dtype).name))
+                          *neg, bound, np.dtype(dtype).name, pad_value))
         return y, out_fmt
 
     image = add_tensor(Tensor("image.in", 8, False, cfg.pixel_range / 255, 0, 255))
-    h, _ = conv(L.head, image, IMAGE, in_offset=m)
+    h, _ = conv(L.head, image, IMAGE, in_offset=m, pad_value=head_pad_codes(cfg))
     skip_fmt = Fmt(bits["sc"], True)
 
     def add(site, a: Tensor, b: Tensor, relu, res_scale):

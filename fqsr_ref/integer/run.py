@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .engine_plain import ConvPlan, conv_strips, prepare_conv
-from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
+from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, engine_input, engine_operand
 from .requant import add_fused, check_fused_requant, code_dtype, requantize_conv, requantize_fused
 
 ENGINES = ("plain", "bitplane")
@@ -52,7 +52,7 @@ def prepare(model: IntModel) -> Prepared:
                 # int64 accumulators (e.g. 16-bit codes): the worst case does not clear
                 # 2^63, so the actual max|acc| is checked, as `requantize` does
                 checked.add(op.name)
-            plans[op.name] = prepare_conv(op.weight, x.bits, x.signed, op.w_bits)
+            plans[op.name] = prepare_conv(op.weight, *engine_operand(op, x.bits, x.signed), op.w_bits)
         elif isinstance(op, RequantOp):
             check_fused_requant(op.name, max(-x.qmin, x.qmax), op.multiplier, op.shift)
         elif isinstance(op, AddOp):
@@ -73,7 +73,8 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False
     """Fused conv on channels-last codes: strips of accumulators requantized as they come."""
     n, h, w, _ = x.shape
     y = np.empty((n, h, w, op.weight.shape[0]), dtype=code_dtype(out_t.qmin, out_t.qmax))
-    bias = op.bias.astype(np.int64)
+    x, bias = engine_input(op, x, 3)
+    bias = bias.astype(np.int64)
     pos, neg = (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift, op.neg_sign)
     acc_all = None if record is None else np.empty(y.shape, dtype=op.acc_dtype)
     zero = np.zeros_like(bias)
@@ -87,7 +88,7 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False
             if acc_all is not None:
                 acc_all[i, h0:h1] = acc
         requantize_conv(acc, b, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
-    conv_strips(x, x_t.bits, x_t.signed, plan, emit)
+    conv_strips(x, *engine_operand(op, x_t.bits, x_t.signed), plan, emit)
     if record is not None:
         record[op.name + ".acc"] = np.ascontiguousarray(acc_all.transpose(0, 3, 1, 2))
     return y
@@ -96,7 +97,9 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False
 def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
     """The bit-plane engine's accumulators (its channels-last entry), requantized here."""
     from .bitplane import bitplane_conv2d_nhwc
-    acc = bitplane_conv2d_nhwc(x, x_t.bits, x_t.signed, op.weight, op.w_bits, True, op.bias)
+    x, bias = engine_input(op, x, 3)
+    acc = bitplane_conv2d_nhwc(x, *engine_operand(op, x_t.bits, x_t.signed), op.weight, op.w_bits, True,
+                               bias)
     if record is not None:
         record[op.name + ".acc"] = np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
     if checked:

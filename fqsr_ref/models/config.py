@@ -18,10 +18,11 @@ VALID_BITS = set(range(1, 17)) | {32}
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 BLOCK_ACTS = ("relu", "prelu")
+HEAD_PADS = ("zero", "mean")
 
 # Fields added after checkpoints and vector sets were written: stored (JSON, manifest)
 # only when they differ from these defaults, so older files keep their bytes and load.
-OPTIONAL_FIELDS = {"block_act": "relu"}
+OPTIONAL_FIELDS = {"block_act": "relu", "head_pad": "zero"}
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class ModelConfig:
     block_act: EDSR's activation inside each residual block, "relu" (EDSR-baseline)
     or "prelu" (one shared slope: the FQSR authors' EDSR with --keyword PReLU).
     SRResNet's blocks always have PReLU.
+    head_pad: what EDSR's head conv reads outside the image, "zero" (code 0, the mean
+    folded into the bias: the convention of the models trained here) or "mean" (the
+    image code nearest the mean, round_half_up(255 m): PyTorch's MeanShift before the
+    zero-padded head, up to half a code; imports of PyTorch EDSRs). SPEC 5.1.
     """
     arch: str = "srresnet"
     scale: int = 2
@@ -59,6 +64,7 @@ class ModelConfig:
     res_scale: float = 1.0
     bn_eps: float = 1e-5
     block_act: str = "relu"
+    head_pad: str = "zero"
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -80,6 +86,13 @@ class ModelConfig:
         if self.block_act != "relu" and not self.is_edsr:
             raise ValueError(f"model config: block_act {self.block_act!r} is EDSR's option "
                              f"({self.arch} blocks always have PReLU)")
+        if self.head_pad not in HEAD_PADS:
+            raise ValueError(f"model config: head_pad {self.head_pad!r}; expected one of {HEAD_PADS}")
+        if self.head_pad != "zero" and not self.is_edsr:
+            raise ValueError(f"model config: head_pad {self.head_pad!r} is EDSR's option ({self.arch} has no mean shift)")
+        if self.head_pad != "zero" and self.requant_image:
+            raise ValueError("model config: head_pad 'mean' pads the 8-bit image codes; "
+                             "requant_image (a requantized head input) is not supported with it")
         if self.blocks < 0 or self.channels < 1:
             raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be >= 0 and >= 1")
 

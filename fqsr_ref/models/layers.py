@@ -81,6 +81,7 @@ class QConvCache(NamedTuple):
     act_cache: object
     out_cache: object
     in_offset: object
+    pad_value: object = None
 
 
 def out_format(spec: ConvSpec, bits: dict) -> Fmt:
@@ -91,7 +92,7 @@ def out_format(spec: ConvSpec, bits: dict) -> Fmt:
 
 
 def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset=None,
-                  out_offset=None):
+                  out_offset=None, pad_value=None):
     """x: (N, C_in, H, W) float, already carrying the codes of format x_fmt.
 
     bits: {"wt": .., "fm": .., "sc": ..}. The conv reads its input at fm bits: a
@@ -101,6 +102,9 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
     in_offset (C_in,), out_offset (C_out,): EDSR's mean shift, folded into the bias
     as the integer model does: conv(x - m) is computed as conv(x) + b - sum(w * m),
     i.e. the zero padding is applied to x, not to x - m.
+    pad_value (C_in,): the value of every tap outside the image instead of 0 (EDSR's
+    head_pad "mean"), computed as conv(x - pad_value) + sum over all taps of w * pad_value
+    after the bias is put on its grid, as the integer engines do (SPEC 6.8).
     Returns (y (N, C_out, H, W), cache).
     """
     p, n = ps.params, spec.name
@@ -131,6 +135,10 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
             bq = b + ps.linearize.setdefault(n + ".bias", bq - b)
         b = bq
 
+    if pad_value is not None:
+        pad_value = pad_value.astype(x.dtype, copy=False)
+        b = (0 if b is None else b) + np.einsum("oikl,i->o", wq, pad_value)
+        x = x - pad_value.reshape(-1, 1, 1)
     y, conv_cache = conv2d_forward(x, wq, b)
     if spec.bn and not ps.fold_bn:
         y, bn_cache, mean, var = batchnorm_forward(
@@ -148,7 +156,7 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
 
     y, out_cache = quant_forward(ps, n + ".out", y, out_format(spec, bits))
     return y, QConvCache(spec, in_cache, w_cache, fold_cache, conv_cache, bn_cache,
-                         act_cache, out_cache, in_offset)
+                         act_cache, out_cache, in_offset, pad_value)
 
 
 def fold_offsets(wq, b, in_offset, out_offset):
@@ -186,6 +194,8 @@ def qconv_backward(ps: Pass, dy, cache: QConvCache):
     dx, dwq, db = conv2d_backward(dy, cache.conv_cache)
     if cache.in_offset is not None:
         dwq = dwq - db[:, None, None, None] * cache.in_offset.astype(db.dtype)[None, :, None, None]
+    if cache.pad_value is not None:   # the bias term sum(w * pad_value)
+        dwq = dwq + db[:, None, None, None] * cache.pad_value.astype(db.dtype)[None, :, None, None]
     dw = quant_backward(ps, dwq, cache.w_cache)
     if cache.fold_cache is not None:
         dw, _, dgamma, dbeta = fold_backward(dw, db, cache.fold_cache)

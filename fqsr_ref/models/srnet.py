@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..ops import pixel_shuffle_backward, pixel_shuffle_forward
+from ..quant import round_half_up
 from .config import DIV2K_RGB_MEAN, ModelConfig
 from .discriminator import PREFIX as DISC_PREFIX
 from .graph import FLOAT, IMAGE, Pass, quant_backward, quant_forward
@@ -150,6 +151,22 @@ def mean_offset(cfg: ModelConfig, dtype):
     return (np.asarray(DIV2K_RGB_MEAN, np.float64) * cfg.pixel_range).astype(dtype)
 
 
+def head_pad_codes(cfg: ModelConfig):
+    """The image codes EDSR's head reads outside the image with head_pad "mean":
+    round_half_up(255 m) per channel (114, 111, 103), or None (zero padding)."""
+    if cfg.head_pad != "mean":
+        return None
+    return tuple(int(v) for v in round_half_up(np.asarray(DIV2K_RGB_MEAN, np.float64) * 255))
+
+
+def head_pad_value(cfg: ModelConfig, dtype):
+    """head_pad_codes in the graph's pixel units (code * R / 255), or None."""
+    codes = head_pad_codes(cfg)
+    if codes is None:
+        return None
+    return (np.asarray(codes, np.float64) * (cfg.pixel_range / 255)).astype(dtype)
+
+
 def kept(ps: Pass, out):
     """An op's (value, cache), the cache dropped when no backward will read it."""
     return out if ps.keep_cache else (out[0], None)
@@ -186,7 +203,8 @@ def sr_forward(ps: Pass, cfg: ModelConfig, x):
             raise ValueError("torch_mean_shift: a float model only; quantized EDSR folds the mean")
         h, c_head = kept(ps, qconv_forward(ps, L.head, x - m.reshape(3, 1, 1), image, bits))
     else:
-        h, c_head = kept(ps, qconv_forward(ps, L.head, x, image, bits, in_offset=m))
+        h, c_head = kept(ps, qconv_forward(ps, L.head, x, image, bits, in_offset=m,
+                                           pad_value=head_pad_value(cfg, x.dtype)))
     s, s_fmt, c_blocks = h, out_format(L.head, bits), []
     for i, (conv1, conv2) in enumerate(L.blocks):
         t, c1 = kept(ps, qconv_forward(ps, conv1, s, s_fmt, bits))

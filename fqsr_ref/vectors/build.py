@@ -92,7 +92,7 @@ def plane_vectors(model: IntModel, op: ConvOp, x: np.ndarray, acc: np.ndarray,
     xt = model.tensors[op.input]
     n, o, y, x0 = plane_element(acc.shape)
     k = op.weight.shape[2]
-    row = im2col_row(x, k, n, y, x0)
+    row = im2col_row(x, k, n, y, x0, op.pad_value)
     col = np.ascontiguousarray(op.weight[o].reshape(-1))
     pop = bitplane_partials(row, col, xt.bits, xt.signed, op.w_bits, True).astype(np.int32)
     value = int(acc[n, o, y, x0])

@@ -57,6 +57,8 @@ def op_entry(model: IntModel, op) -> dict:
                  neg_multiplier=op.neg_multiplier, neg_shift=op.neg_shift,
                  neg_right_shift=31 - op.neg_shift, neg_sign=op.neg_sign,
                  acc_bound=op.acc_bound, acc_dtype=op.acc_dtype)
+        if op.pad_value is not None:   # written only when set: older sets keep their bytes
+            e["pad_value"] = [int(v) for v in op.pad_value]
     elif isinstance(op, RequantOp):
         e.update(multiplier=op.multiplier, shift=op.shift, right_shift=31 - op.shift)
     elif isinstance(op, AddOp):
@@ -85,7 +87,8 @@ def model_text(model: IntModel, tensors: dict, stimuli) -> str:
             lines.append(f"conv {op.name} {op.input} {op.output} {cout} {cin} {k} "
                          f"{op.weight.dtype.name} {op.bias.dtype.name} {op.acc_dtype} "
                          f"{op.multiplier} {op.shift} {op.neg_multiplier} {op.neg_shift} {op.neg_sign} "
-                         f"{op.w_bits} {k // 2} 1 {op.acc_bound}")
+                         f"{op.w_bits} {k // 2} 1 {op.acc_bound}"
+                         + ("" if op.pad_value is None else " " + " ".join(map(str, op.pad_value))))
         elif isinstance(op, RequantOp):
             lines.append(f"requant {op.name} {op.input} {op.output} {op.multiplier} {op.shift}")
         elif isinstance(op, AddOp):

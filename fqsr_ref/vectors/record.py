@@ -79,9 +79,12 @@ def plane_element(shape) -> tuple:
     return 0, 0, h // 2, w // 2
 
 
-def im2col_row(x: np.ndarray, k: int, n: int, y: int, x0: int) -> np.ndarray:
+def im2col_row(x: np.ndarray, k: int, n: int, y: int, x0: int, pad_value=None) -> np.ndarray:
     """Input codes read by output pixel (n, y, x0) of a K x K "same" conv, ordered
-    (c, ky, kx) like a flattened OIHW weight row; padded taps are 0."""
+    (c, ky, kx) like a flattened OIHW weight row; padded taps are 0, or pad_value[c]."""
     p = k // 2
     xp = np.pad(x[n], ((0, 0), (p, p), (p, p)))
+    if pad_value is not None:
+        inside = np.pad(np.ones(x.shape[2:], bool), p)
+        xp = np.where(inside, xp, np.asarray(pad_value, xp.dtype).reshape(-1, 1, 1))
     return np.ascontiguousarray(xp[:, y:y + k, x0:x0 + k].reshape(-1))

@@ -119,7 +119,9 @@ def read_model(vec_dir) -> VectorModel:
                                   multiplier=e["multiplier"], shift=e["shift"],
                                   neg_multiplier=e["neg_multiplier"], neg_shift=e["neg_shift"],
                                   neg_sign=e["neg_sign"], acc_bound=e["acc_bound"],
-                                  acc_dtype=e["acc_dtype"]))
+                                  acc_dtype=e["acc_dtype"],
+                                  pad_value=None if e.get("pad_value") is None else
+                                  tuple(int(v) for v in e["pad_value"])))
             elif kind == "requant":
                 ops.append(RequantOp(*fields, multiplier=e["multiplier"], shift=e["shift"]))
             elif kind == "add":

@@ -194,6 +194,9 @@ def check_structure(manifest, path) -> None:
             strings = ("weight", "bias", "accumulator")
             ints = ("multiplier", "shift", "neg_multiplier", "neg_shift", "neg_sign", "acc_bound")
             _dtype_field(op, "acc_dtype", where, path)
+            pad = _field(op, "pad_value", list, where, path, required=False)
+            if pad is not None and not all(type(v) is int for v in pad):
+                raise ValueError(f"vectors: {path}: {where}.pad_value is {_short(pad)}, expected a list of integers")
         elif kind == "requant":
             ints = ("multiplier", "shift")
         elif kind == "add":

@@ -81,6 +81,8 @@ typedef struct {
     int in, out, branch;                 /* tensor indices (branch: add only) */
     int cout, cin, k, acc_dtype;         /* conv */
     long long *w, *b;                    /* conv: OIHW weight codes, bias (cout) */
+    long long *pad;                      /* conv: code of a tap outside the image, per input
+                                          * channel (PAD_VALUE fields), or NULL: 0 */
     int64_t mult, neg_mult;              /* int32 multipliers */
     int shift, neg_shift, neg_sign;      /* real = sign * mult * 2^(shift - 31) */
     int relu;                            /* add: ReLU on the branch (Eq. 7) */
@@ -417,8 +419,9 @@ static void parse_conv(const char *dir, char **f, int nf)
     size_t count, i, fan_in;
     int64_t wlo, whi;
     uint64_t in_max, bound = 0;
-    expect_fields(nf, 19, 15, "conv", "conv NAME INPUT OUTPUT COUT CIN K W_DTYPE B_DTYPE ACC_DTYPE "
-                  "M SHIFT NEG_M NEG_SHIFT NEG_SIGN W_BITS PAD STRIDE ACC_BOUND");
+    int pad_fields = nf > 19 && nf <= MAX_FIELDS ? nf - 19 : 0;   /* PAD_VALUE x CIN */
+    expect_fields(nf - pad_fields, 19, 15, "conv", "conv NAME INPUT OUTPUT COUT CIN K W_DTYPE B_DTYPE "
+                  "ACC_DTYPE M SHIFT NEG_M NEG_SHIFT NEG_SIGN W_BITS PAD STRIDE ACC_BOUND [PAD_VALUE x CIN]");
     op_common(op, CONV, f[1], f[2], f[3]);
     snprintf(file, sizeof file, "%.63s.acc", op->name);
     if (find_tensor(file) >= 0)
@@ -446,6 +449,15 @@ static void parse_conv(const char *dir, char **f, int nf)
             fail(line_no, "PAD %s is not K / 2 = %d", f[16], op->k / 2);
         int_field(f[17], "STRIDE", 1, 1);
         int_field(f[18], "ACC_BOUND", 0, INT64_MAX);
+    }
+    if (pad_fields) {
+        const tensor_t *x = &tensors[op->in];
+        if (pad_fields != op->cin)
+            fail(line_no, "conv '%s': %d PAD_VALUE fields, expected one per input channel (CIN %d)",
+                 op->name, pad_fields, op->cin);
+        op->pad = checked_calloc((size_t)op->cin, sizeof(long long));
+        for (i = 0; i < (size_t)op->cin; i++)   /* a code of the input: the bound below holds */
+            op->pad[i] = int_field(f[19 + i], "PAD_VALUE", x->qmin, x->qmax);
     }
     fan_in = (size_t)op->cin * op->k * op->k;
     if ((int64_t)op->cout * (int64_t)fan_in > MAX_ELEMS)
@@ -681,7 +693,31 @@ static void alloc_tensor(tensor_t *t, int n, int c, int h, int w)
 
 static size_t numel(const tensor_t *t) { return (size_t)t->n * t->c * t->h * t->w; }
 
-/* "same" convolution, stride 1, zero padding k/2 (padding is the value 0),
+/* The accumulators of a conv whose taps outside the image read op->pad[c] instead of 0
+ * (EDSR's head with head_pad "mean"), summed as written: every partial sum is bounded as
+ * parse_conv proved, since a pad value is a code of the input tensor. */
+static void conv_acc_padded(const op_t *op, const tensor_t *x, long long *acc)
+{
+    int i, o, c, oy, ox, ky, kx, half = op->k / 2;
+    size_t out = 0;
+    for (i = 0; i < x->n; i++)
+        for (o = 0; o < op->cout; o++)
+            for (oy = 0; oy < x->h; oy++)
+                for (ox = 0; ox < x->w; ox++) {
+                    long long a = op->b[o];
+                    for (c = 0; c < op->cin; c++)
+                        for (ky = 0; ky < op->k; ky++)
+                            for (kx = 0; kx < op->k; kx++) {
+                                int yy = oy + ky - half, xx = ox + kx - half;
+                                long long v = (yy < 0 || yy >= x->h || xx < 0 || xx >= x->w) ? op->pad[c]
+                                    : x->data[(((size_t)i * x->c + c) * x->h + yy) * x->w + xx];
+                                a += op->w[(((size_t)o * op->cin + c) * op->k + ky) * op->k + kx] * v;
+                            }
+                    acc[out++] = a;
+                }
+}
+
+/* "same" convolution, stride 1, zero padding k/2 (padding is the value 0, or op->pad),
  * then requantization: two multipliers, for acc >= 0 and acc < 0 (PReLU).
  * parse_conv proved every partial sum within int64. */
 static void conv_op(const op_t *op, tensor_t *acc)
@@ -692,7 +728,8 @@ static void conv_op(const op_t *op, tensor_t *acc)
     if (x->c != op->cin) fail(op->line, "conv '%s': input channels do not match the weights", op->name);
     alloc_tensor(acc, x->n, op->cout, x->h, x->w);
     alloc_tensor(y, x->n, op->cout, x->h, x->w);
-    fqsr_conv_acc(x->data, x->n, x->c, x->h, x->w, op->w, op->b, op->cout, op->k, acc->data);
+    if (op->pad) conv_acc_padded(op, x, acc->data);
+    else fqsr_conv_acc(x->data, x->n, x->c, x->h, x->w, op->w, op->b, op->cout, op->k, acc->data);
     for (i = 0; i < numel(acc); i++) {
         long long a = acc->data[i];
         if (a < DTYPE_MIN[op->acc_dtype] || a > DTYPE_MAX[op->acc_dtype])
