@@ -161,3 +161,26 @@ def test_16_bit_codes_need_opset_21():
         qdq_graph(vm, 17)
     qdq_graph(vm, INT16_QDQ_OPSET)   # int16 QuantizeLinear exists from opset 21
     qonnx_graph(vm, 17)              # Quant nodes carry any bit width
+
+
+def test_head_pad_codes_at_the_border():
+    """EDSR whose head pads with the image mean's codes (head_pad "mean"): both float forms
+    follow the integer model on the border ring too, and the same graph with zero padding
+    (the pad codes dropped) does not, so the comparison sees the border."""
+    import dataclasses
+    from fqsr_ref.export.qonnx_graph import execute_qonnx
+    from fqsr_ref.models import preset
+    from fqsr_ref.vectors.sources import calibrated_params, from_params
+
+    cfg = dataclasses.replace(preset("edsr", 2, "8/8/8", blocks=1, channels=8), head_pad="mean")
+    vm = from_params(cfg, *calibrated_params(cfg, np.random.default_rng(1), np.random.default_rng(0).random((2, 3, 12, 12))),
+                     "test")
+    x = np.random.default_rng(3).integers(0, 256, (1, 3, 10, 7), dtype=np.uint8)
+    want = run_ops(vm.model, x)["image.out"].astype(np.int64)
+    qdq = lambda m: session(qdq_graph(m)).run(["image.out"], {"image.in": x})[0]  # noqa: E731
+    qo = lambda m: execute_qonnx(qonnx_graph(m), {"image.in": x})["image.out"]  # noqa: E731
+    zero_pad = vm._replace(model=vm.model._replace(ops=[op._replace(pad_value=None) if isinstance(op, ConvOp) else op
+                                                        for op in vm.model.ops]))
+    for run in (qdq, qo):
+        assert np.abs(run(vm).astype(np.int64) - want).max() <= 1
+        assert np.abs(run(zero_pad).astype(np.int64) - want).max() > 8

@@ -189,7 +189,7 @@ def test_conv_parts_and_chunks(x_bits, x_signed, w_bits, channels):
 def other_models(tmp_path_factory):
     """Calibrated untrained models the committed sets do not cover: EDSR x3 (mean shift,
     res_scale, the authors' PReLU blocks), SRResNet x4 with Eq. 7's ReLU and the image
-    requantized."""
+    requantized, EDSR x2 whose head pads with the image mean's codes."""
     rng = np.random.default_rng(0)
     batch = rng.random((2, 3, 12, 12))
     out = {}
@@ -198,6 +198,8 @@ def other_models(tmp_path_factory):
                                              block_act="prelu"),
         "srresnet_x4_5-4-8": dataclasses.replace(preset("srresnet", 4, "5/4/8", blocks=1, channels=8),
                                                  branch_relu=True, requant_image=True),
+        "edsr_x2_8-8-8_mean_pad": dataclasses.replace(preset("edsr", 2, "8/8/8", blocks=1, channels=8),
+                                                      head_pad="mean"),
     }.items():
         params, state = calibrated_params(cfg, np.random.default_rng(1), batch)
         path = tmp_path_factory.mktemp(name) / "q.npz"
@@ -206,7 +208,7 @@ def other_models(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["edsr_x3_6-6-8", "srresnet_x4_5-4-8"])
+@pytest.mark.parametrize("name", ["edsr_x3_6-6-8", "srresnet_x4_5-4-8", "edsr_x2_8-8-8_mean_pad"])
 def test_checkpoint_models_on_odd_shapes(name, other_models, tmp_path):
     out = tmp_path / "m.onnx"
     r = subprocess.run([sys.executable, "-m", "fqsr_ref.export", "--checkpoint", str(other_models[name]),

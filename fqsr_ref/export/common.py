@@ -117,3 +117,23 @@ def resolutions(model) -> dict:
         else:
             res[op.output] = (ch, f)
     return res
+
+
+def padded_conv_bias(op) -> np.ndarray:
+    """The int64 bias of a conv run on its input less the pad codes p_c (zero-padded):
+    a conv whose taps outside the image read p_c (ConvOp.pad_value, EDSR's head with
+    head_pad "mean") equals the zero-padded conv of x - p plus sum over all taps of
+    p_c w, which this bias carries. Without pad codes, the bias itself."""
+    bias = op.bias.astype(np.int64)
+    if getattr(op, "pad_value", None) is None:
+        return bias
+    return bias + np.einsum("ocij,c->o", op.weight.astype(np.int64), np.asarray(op.pad_value, np.int64))
+
+
+def pad_shift(g: GraphBuilder, x_real: str, op, scale: float) -> str:
+    """x_real less the real value of the conv's pad codes (per channel), for the float
+    forms' convs, or x_real itself without pad codes (see padded_conv_bias)."""
+    if getattr(op, "pad_value", None) is None:
+        return x_real
+    p = (np.asarray(op.pad_value, np.float64) * scale).astype(np.float32).reshape(1, -1, 1, 1)
+    return g.node("Sub", [x_real, g.const(p, np.float32)])

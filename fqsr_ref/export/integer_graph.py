@@ -27,7 +27,7 @@ import numpy as np
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from ..integer.requant import INT32_MAX, INT64_MAX, code_dtype, operand_max_abs
 from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, initializer, nchw_value,
-                     require_onnx, resolutions)
+                     padded_conv_bias, require_onnx, resolutions)
 
 BYTE = 256
 
@@ -134,23 +134,33 @@ def _requant(g: _Graph, acc: str, bound: int, multiplier: int, shift: int) -> st
 
 
 def _conv(g: _Graph, op: ConvOp, x, want_acc: bool) -> str:
-    """The accumulator of a conv (int64 value name); named `<conv>.acc` when wanted."""
+    """The accumulator of a conv (int64 value name); named `<conv>.acc` when wanted.
+
+    A conv whose taps outside the image read pad codes p_c (EDSR's head with head_pad
+    "mean", SPEC 6.8) runs one ConvInteger per input channel with zero point p_c: there
+    it sums (x - p_c) w over the taps inside the image and 0 outside (padded_conv_bias)."""
     o, c, k, _ = op.weight.shape
     pads = [k // 2] * 4
+    pad_value = getattr(op, "pad_value", None)
+    x_parts = g.operand_bytes(op.input, x.bits, x.signed)
+    bias = padded_conv_bias(op)
+    if pad_value is not None and (len(x_parts) != 1 or x.signed):
+        raise ValueError(f"export: conv {op.name}: pad codes need 8-bit unsigned input codes")
     partials = []
-    for xs, x_u8, x_zp, x_max in g.operand_bytes(op.input, x.bits, x.signed):
+    for xs, x_u8, x_zp, x_max in x_parts:
         for ws, w_u8, w_zp, w_max in _weight_parts(op.weight, op.w_bits):
             # input channels per ConvInteger so that its exact sum fits int32
-            step = max(1, min(c, INT32_MAX // (k * k * x_max * w_max)))
+            step = 1 if pad_value is not None else max(1, min(c, INT32_MAX // (k * k * x_max * w_max)))
             for c0 in range(0, c, step):
                 c1 = min(c, c0 + step)
                 xin = x_u8 if (c0, c1) == (0, c) else g.node(
                     "Slice", [x_u8, g.const([c0], np.int64), g.const([c1], np.int64), g.const([1], np.int64)])
+                zp = x_zp if pad_value is None else g.const(pad_value[c0], np.uint8)
                 w_name = g.fresh(f"{op.name}.w")
                 g.inits.append(initializer(w_name, w_u8[:, c0:c1]))
-                partials.append((xs + ws, g.node("ConvInteger", [xin, w_name, x_zp, g.const(w_zp, np.uint8)],
+                partials.append((xs + ws, g.node("ConvInteger", [xin, w_name, zp, g.const(w_zp, np.uint8)],
                                                  pads=pads, kernel_shape=[k, k])))
-    bias = op.bias.reshape(1, o, 1, 1)
+    bias = bias.reshape(1, o, 1, 1)
     acc_name = op.name + ".acc" if want_acc else None
     if len(partials) == 1 and op.acc_dtype == "int32":
         acc = g.node("Add", [partials[0][1], g.const(bias, np.int32)], acc_name)

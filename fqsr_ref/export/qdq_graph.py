@@ -26,7 +26,7 @@ import numpy as np
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from ..integer.requant import code_dtype
 from .common import (DEFAULT_OPSET, INT16_QDQ_OPSET, GraphBuilder, check_opset, finish_model, initializer,
-                     nchw_value, require_onnx, resolutions)
+                     nchw_value, pad_shift, padded_conv_bias, require_onnx, resolutions)
 
 
 def prelu_slope(op: ConvOp):
@@ -102,14 +102,15 @@ class _QDQ(GraphBuilder):
                       op.name + ".w.dq")
         s_acc = np.float32(x.scale * s_w)
         b_codes = self.fresh(op.name + ".b")
-        if np.abs(op.bias).max(initial=0) < 2 ** 31:
-            self.inits.append(initializer(b_codes, op.bias.astype(np.int32)))
+        bias = padded_conv_bias(op)
+        if np.abs(bias).max(initial=0) < 2 ** 31:
+            self.inits.append(initializer(b_codes, bias.astype(np.int32)))
             b = self.node("DequantizeLinear", [b_codes, self.const(s_acc, np.float32)], op.name + ".b.dq")
         else:
             # DequantizeLinear takes int32 at most: an int64 bias enters as its float value
-            self.inits.append(initializer(b_codes, (op.bias.astype(np.float64) * float(s_acc)).astype(np.float32)))
+            self.inits.append(initializer(b_codes, (bias.astype(np.float64) * float(s_acc)).astype(np.float32)))
             b = b_codes
-        acc = self.node("Conv", [self.dequantize(op.input), w, b], op.name + ".acc.real",
+        acc = self.node("Conv", [pad_shift(self, self.dequantize(op.input), op, x.scale), w, b], op.name + ".acc.real",
                         pads=[k // 2] * 4, kernel_shape=[k, k])
         slope = prelu_slope(op)
         if slope is not None:

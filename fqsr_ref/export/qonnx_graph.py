@@ -37,7 +37,7 @@ import numpy as np
 from ..integer.model import AddOp, ConvOp, RequantOp, ShuffleOp
 from ..integer.requant import code_dtype
 from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, initializer, nchw_value,
-                     require_onnx, resolutions)
+                     pad_shift, padded_conv_bias, require_onnx, resolutions)
 from .qdq_graph import prelu_slope
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -87,10 +87,11 @@ class _QONNX(GraphBuilder):
         wq = self.quant(w, s_w, op.w_bits, True, True, op.name + ".w.real")
         s_acc = x.scale * s_w
         b = self.fresh(op.name + ".b")
-        self.inits.append(initializer(b, (op.bias.astype(np.float64) * s_acc).astype(np.float32)))
-        b_bits = max(BIAS_BITS, int(np.abs(op.bias).max(initial=0)).bit_length() + 1)
+        bias = padded_conv_bias(op)
+        self.inits.append(initializer(b, (bias.astype(np.float64) * s_acc).astype(np.float32)))
+        b_bits = max(BIAS_BITS, int(np.abs(bias).max(initial=0)).bit_length() + 1)
         bq = self.quant(b, s_acc, b_bits, True, False, op.name + ".b.real")
-        acc = self.node("Conv", [op.input + ".real", wq, bq], op.name + ".acc.real",
+        acc = self.node("Conv", [pad_shift(self, op.input + ".real", op, x.scale), wq, bq], op.name + ".acc.real",
                         pads=[k // 2] * 4, kernel_shape=[k, k])
         slope = prelu_slope(op)
         if slope is not None:
