@@ -22,7 +22,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .files import temporary_prefix, write_atomic
+from .models import init_model, upscale
 from .models.config import ModelConfig
+from .models.discriminator import PREFIX, disc_init, disc_layers
 
 SECTIONS = ("param", "state", "adam")
 
@@ -125,9 +127,6 @@ def expected_entries(config: ModelConfig, params: dict):
     config); an SRGAN checkpoint may also hold its discriminator, whose size is read
     back from the "disc.*" parameters (ValueError if they do not make one).
     """
-    from .models import init_model
-    from .models.discriminator import PREFIX, disc_init, disc_layers
-
     rng = np.random.default_rng(0)
     want_params, want_state = init_model(config, rng)
     if config.arch == "srgan" and any(k.startswith(PREFIX) for k in params):
@@ -185,3 +184,16 @@ def check_consistent(ckpt: Checkpoint, path):
             if not _kind_ok(value.dtype.kind, kind):
                 raise ValueError(f"checkpoint {path}: {what} {prefix}{key} has dtype {value.dtype}, "
                                  f"expected {KIND_NAMES.get(kind, kind)} array")
+
+
+def load_upscaler(path):
+    """A callable lr_uint8 (H, W, 3) -> sr_uint8 (sH, sW, 3) from a checkpoint file (the
+    fake-quantized float model, `models.upscale`)."""
+    ckpt = load_checkpoint(path)
+
+    def sr_fn(lr_uint8):
+        return upscale(ckpt.config, ckpt.params, ckpt.state, lr_uint8)
+
+    sr_fn.scale = ckpt.config.scale
+    sr_fn.config = ckpt.config   # evaluate tiles large images from it
+    return sr_fn

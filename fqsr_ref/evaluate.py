@@ -211,7 +211,7 @@ def main(argv=None):
         budget = available_bytes() // 2 if args.memory_budget is None else parse_bytes(args.memory_budget)
         sr_fn = None
         if args.checkpoint is not None:
-            from .models import load_upscaler  # the trainer's checkpoint format lives there
+            from .checkpoint import load_upscaler
             sr_fn = load_upscaler(args.checkpoint)
             model_scale = getattr(sr_fn, "scale", args.scale)
             if model_scale != args.scale:

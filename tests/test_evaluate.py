@@ -2,7 +2,6 @@
 import os
 import subprocess
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ def _nearest_upscaler(scale):
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    """Stand-in for fqsr_ref.models: load_upscaler("good*") -> nearest x2, else ValueError."""
+    """Stand-in for fqsr_ref.checkpoint.load_upscaler: "good*" -> nearest x2, else ValueError."""
     loaded = []
 
     def load_upscaler(path):
@@ -38,8 +37,8 @@ def fake_models(monkeypatch):
         fn.scale = 2  # the real load_upscaler says its model's scale
         return fn
 
-    monkeypatch.setitem(sys.modules, "fqsr_ref.models",
-                        types.SimpleNamespace(load_upscaler=load_upscaler))
+    import fqsr_ref.checkpoint
+    monkeypatch.setattr(fqsr_ref.checkpoint, "load_upscaler", load_upscaler)
     return loaded
 
 

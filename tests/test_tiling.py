@@ -120,7 +120,7 @@ def test_evaluate_tiles_a_large_forward_and_refuses_what_cannot_fit(tmp_path, ca
     base = ["--checkpoint", str(tmp_path / "q.npz"), "--hr-dir", str(hr), "--scale", "2"]
     assert evaluate.main(base) == 0
     whole = capsys.readouterr().out
-    from fqsr_ref.models import load_upscaler
+    from fqsr_ref.checkpoint import load_upscaler
     per_px = evaluate.forward_bytes_per_pixel(load_upscaler(str(tmp_path / "q.npz")))
     halo = evaluate.config_radius(cfg)
     budget = evaluate.SCORE_BYTES_PER_HR_PIXEL * 128 * 120 + per_px * (evaluate.MIN_TILE + 2 * halo + 4) ** 2

@@ -356,7 +356,7 @@ def ptq_check(log=print, blocks=16, c=64, calib_batches=4):
         imp = importer.import_weights(w)
         _, m_imp = evaluate_folder(importer.float_upscaler(imp), photos_dir(), 2)
         _, m_torch = evaluate_folder(torch_upscaler(model, 255.0, 255.0), photos_dir(), 2)
-        from fqsr_ref.models import load_upscaler
+        from fqsr_ref.checkpoint import load_upscaler
         _, m_q = evaluate_folder(load_upscaler(q), photos_dir(), 2)
     diff = abs(m_imp.psnr - m_torch.psnr)
     log(f"  mean PSNR on the bundled photographs (x2, Y): PyTorch {m_torch.psnr:.6f} dB, float import "

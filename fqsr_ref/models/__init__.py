@@ -25,19 +25,5 @@ def upscale(cfg: ModelConfig, params: dict, state: dict, lr_uint8):
     return float_to_uint8(y[0].transpose(1, 2, 0).astype(np.float64) * 255)
 
 
-def load_upscaler(path):
-    """A callable lr_uint8 (H, W, 3) -> sr_uint8 (sH, sW, 3) from a checkpoint file."""
-    from ..checkpoint import load_checkpoint
-
-    ckpt = load_checkpoint(path)
-
-    def sr_fn(lr_uint8):
-        return upscale(ckpt.config, ckpt.params, ckpt.state, lr_uint8)
-
-    sr_fn.scale = ckpt.config.scale
-    sr_fn.config = ckpt.config   # evaluate tiles large images from it
-    return sr_fn
-
-
-__all__ = ["ARCHS", "ModelConfig", "Pass", "change_pixel_range", "init_model", "layer_specs", "load_upscaler",
+__all__ = ["ARCHS", "ModelConfig", "Pass", "change_pixel_range", "init_model", "layer_specs",
            "parse_bits", "preset", "quantize_model", "quantized_start", "sr_backward", "sr_forward", "upscale"]
