@@ -146,14 +146,20 @@ def files_under(root):
     ("tensor head.out int8 -127 127", "tensor head.out int8 -127 300", "QMAX 300 out of range [-128, 127]"),
     ("tensor head.out int8 -127 127", "tensor head.out int8 127 -127", "QMIN 127 > QMAX -127"),
     ("tensor head.out int8 -127 127", "tensor head.out int64 -127 127", "tensor dtype 'int64' is not one of"),
-    ("head.out blocks.0.conv1.in 1073741824 0", "head.out blocks.0.conv1.in 1073741824 0 7",
-     "this 'requant' line has 7 fields, expected 6"),
+    ("head.out blocks.0.conv1.in 1073741824 0 39", "head.out blocks.0.conv1.in 1073741824 0 39 7",
+     "this 'requant' line has 8 fields, expected 7"),
+    # PRODUCT_BITS (SPEC 6.4) must be the width the op's own numbers give
+    ("head.out blocks.0.conv1.in 1073741824 0 39", "head.out blocks.0.conv1.in 1073741824 0 40",
+     "PRODUCT_BITS 40 is not 39"),
+    ("long_add.out 0 1610612736 805306368 1 39", "long_add.out 0 1610612736 805306368 1 64",
+     "PRODUCT_BITS 64 is not 39"),
+    ("4 4 1 495723 50", "4 4 1 495723 51", "PRODUCT_BITS 51 is not 50"),
     ("requant trunk.in blocks.1.add.out", "requant trunk.in blocks.9.add.out",
      "input tensor 'blocks.9.add.out' is not declared by a tensor line"),
     ("requant trunk.in blocks.1.add.out", "requant trunk.in up.0.out", "reads 'up.0.out' before any op computes it"),
     ("requant trunk.in blocks.1.add.out trunk.in", "requant trunk.in blocks.1.add.out head.out",
      "writes 'head.out', which an earlier op already computes"),
-    ("fqsr_model 1", "fqsr_model 2", "model.txt version 2 out of range [1, 1]"),
+    ("fqsr_model 2", "fqsr_model 3", "model.txt version 3 out of range [1, 2]"),
     ("\nend\n", "\n", "no 'end' line"),
 ])
 def test_port_refuses_a_bad_model_txt(port_binary, tmp_path, old, new, message):
@@ -169,9 +175,43 @@ def test_port_refuses_a_bad_model_txt(port_binary, tmp_path, old, new, message):
     assert files_under(tmp_path) == before      # no PORT_DIR, no escaped file
 
 
+def as_version_1(golden):
+    """model.txt in the format before PRODUCT_BITS (fqsr_model 1): still read."""
+    drop = {"conv": 20, "requant": 7, "add": 10}
+    lines = []
+    for line in (golden / "model.txt").read_text().splitlines():
+        f = line.split()
+        if f and f[0] in drop:
+            assert len(f) == drop[f[0]], line
+            f = f[:-1]
+        lines.append("fqsr_model 1" if f == ["fqsr_model", "2"] else " ".join(f) if f else line)
+    (golden / "model.txt").write_text("\n".join(lines) + "\n")
+    return golden
+
+
+def test_port_reads_version_1(port_binary, tmp_path):
+    golden = as_version_1(small_golden(tmp_path / "golden", source=CORNER.parent / "corner_x2_16-16-16"))
+    run_port(port_binary, golden, tmp_path / "port")
+    for out in (tmp_path / "port" / "checker").iterdir():
+        assert out.read_bytes() == (CORNER.parent / "corner_x2_16-16-16" / "checker" / out.name).read_bytes()
+
+
+def test_port_refuses_products_no_int64_rule_makes_exact(port_binary, tmp_path):
+    """SPEC 6.4: past 64 bits the split needs n = 31 - SHIFT >= 16. The tail reading 21-bit
+    codes at SHIFT 16 (n = 15) has products of about 2^68: refused before anything is written."""
+    golden = as_version_1(small_golden(tmp_path / "golden", source=CORNER.parent / "corner_x2_16-16-16"))
+    m = 1610612736
+    mutate(golden, "tensor up.0.shuffle int16 -32767 32767 16 1", "tensor up.0.shuffle int32 -1048575 1048575 21 1")
+    mutate(golden, f"int16 int32 int64 {m} 0 {m} 0 1 16 4 1", f"int16 int32 int64 {m} 16 {m} 0 1 16 4 1")
+    result = subprocess.run([str(port_binary), str(golden), str(tmp_path / "port")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "conv 'tail'" in result.stderr and "2^46" in result.stderr, result.stderr
+    assert not (tmp_path / "port").exists()
+
+
 def test_port_refuses_an_add_that_could_leave_int64(port_binary, tmp_path):
     """32-bit operands with the largest multipliers: |a| M_a + |b| M_b could pass 2^63."""
-    golden = small_golden(tmp_path / "golden")
+    golden = as_version_1(small_golden(tmp_path / "golden"))
     for name in ("head.out", "trunk.out"):
         mutate(golden, f"tensor {name} int8 -", f"tensor {name} int32 -")
         text = (golden / "model.txt").read_text().splitlines()
@@ -217,6 +257,7 @@ SIGNATURES = {      # name: (result, arguments), as in fqsr_ops.h
     "fqsr_rounding_right_shift": (LL, [LL, INT]),
     "fqsr_requant_fits": (INT, [LL, INT, INT]),
     "fqsr_requant": (LL, [LL, INT, INT]),
+    "fqsr_product_bits": (INT, [LL, INT, INT]),
     "fqsr_clamp": (LL, [LL, LL, LL]),
     "fqsr_requant_clamp": (LL, [LL, INT, INT, LL, LL]),
     "fqsr_conv_output": (LL, [LL, INT, INT, INT, INT, INT, LL, LL]),
@@ -266,7 +307,9 @@ def twin_requant(x, m, shift):
     if not (-31 <= shift <= 31 and m >= 0):
         return INVALID
     half = 1 << (30 - shift) if shift < 31 else 0
-    return rrs(x * m, 31 - shift) if abs(x) * m + half <= I64_MAX else INVALID
+    # int64 products, or beyond them the 16-bit split of M (|x| < 2^46, n >= 16): SPEC 6.4
+    fits = abs(x) * m + half <= I64_MAX or (abs(x) < 2 ** 46 and 31 - shift >= 16)
+    return rrs(x * m, 31 - shift) if fits else INVALID
 
 
 def twin_clamp(v, lo, hi):
@@ -301,6 +344,29 @@ def test_ops_requant_matches_its_twin(ops, x, m, shift, lo, hi):
     assert ops.fqsr_requant_fits(x, m, shift) == int(expected != INVALID)
     assert ops.fqsr_requant(x, m, shift) == expected
     assert ops.fqsr_requant_clamp(x, m, shift, lo, hi) == twin_clamp(expected, lo, hi)
+
+
+@given(bound=st.one_of(st.integers(0, I64_MAX), st.sampled_from([0, 1, 2 ** 31, 2 ** 46 - 1, I64_MAX])),
+       m=st.integers(0, 2 ** 31 - 1), shift=st.integers(-31, 31))
+def test_ops_product_bits_matches_python(ops, bound, m, shift):
+    """PRODUCT_BITS (SPEC 6.4) computed in 128 bits of two uint64 halves."""
+    n = 31 - shift
+    assert ops.fqsr_product_bits(bound, m, shift) == (bound * m + (1 << (n - 1) if n else 0)).bit_length() + 1
+
+
+@given(x=st.integers(-(2 ** 46) + 1, 2 ** 46 - 1), m=st.integers(0, 2 ** 31 - 1), shift=st.integers(-31, 15),
+       tie=st.booleans())
+def test_ops_split_requant_is_exact_past_64_bits(ops, x, m, shift, tie):
+    """Products past int64 (the 16-bit corner set's convs): the split of M in portable C99
+    equals Python integers for every |x| < 2^46 and n >= 16, ties included."""
+    n = 31 - shift
+    if tie and m:     # an odd multiple of 2^(n - 1 - v2(M)): x M / 2^n is an exact tie
+        e = n - 1 - ((m & -m).bit_length() - 1)
+        if e < 46:
+            x = ((abs(x) >> e) | 1) << e if ((abs(x) >> e) | 1) << e < 2 ** 46 else 1 << e
+            x = x if x < 2 ** 46 else x - (2 << e)
+    assert ops.fqsr_requant(x, m, shift) == rrs(x * m, n)
+    assert ops.fqsr_requant(-x, m, shift) == rrs(-x * m, n)
 
 
 @given(acc=i64, m=mults, shift=shifts, nm=mults, nshift=shifts, sign=st.sampled_from([1, -1, 0, 2]))
@@ -390,6 +456,7 @@ UB_PROBE = textwrap.dedent("""
     L, I = EXTREME_I64, EXTREME_INT
     for v, n in itertools.product(L, I):
         lib.fqsr_rounding_right_shift(v, n); lib.fqsr_requant(v, n, n); lib.fqsr_code_bit(v, n)
+        lib.fqsr_product_bits(v, n, n); lib.fqsr_requant(v, n, 0); lib.fqsr_requant(v, 2 ** 31 - 1, n)
         lib.fqsr_requant_clamp(v, n, 0, -7, 7); lib.fqsr_plane_weight(n, n, 1)
     for _ in range(20000):
         a, b = rnd.choice(L), rnd.choice(L)

@@ -223,7 +223,7 @@ def test_dpi_imports_match_the_c_header():
     types, directions (const pointer = input array, pointer = output array) and order: what
     a simulator's DPI-C needs, checked without one."""
     c, sv = c_prototypes(), sv_imports()
-    assert len(c) == 16 and sorted(sv) == sorted(c)
+    assert len(c) == 17 and sorted(sv) == sorted(c)
     for name in c:
         assert sv[name] == c[name], name
 

@@ -122,13 +122,85 @@ def test_requantize_largest_shift_int32_acc_is_exact():
                                   requantize_reference(acc, m, shift, INT32_MIN, INT32_MAX))
 
 
-def test_requantize_int64_acc_checked():
+def test_requantize_int64_acc_exact_beyond_int64_products():
     m, shift = quantize_multiplier(0.25)
-    # Beyond int32 but |acc| * M + 2^(n-1) = 2^62 + 2^31 < 2^63: still exact.
+    # Beyond int32 but |acc| * M + 2^(n-1) = 2^62 + 2^31 < 2^63: int64 products.
     ok = np.array([1 << 32, -(1 << 32)], dtype=np.int64)
     assert requantize(ok, m, shift, INT32_MIN, INT32_MAX).tolist() == [1 << 30, -(1 << 30)]
-    with pytest.raises(ValueError, match="overflow"):
-        requantize(np.array([1 << 33], dtype=np.int64), m, shift, -128, 127)
+    # Products past 2^63 are defined too (SPEC 6.4): the 16-bit split below 2^46, Python ints above.
+    for acc in ([1 << 33, -(1 << 33) - 2], [(1 << 46) + 5, -(1 << 50) - 1]):
+        x = np.array(acc, dtype=np.int64)
+        np.testing.assert_array_equal(requantize(x, m, shift, INT32_MIN, INT32_MAX),
+                                      requantize_reference(x, m, shift, INT32_MIN, INT32_MAX))
+    with pytest.raises(ValueError, match="beyond int64"):      # a result itself past int64
+        multiply_by_quantized_multiplier(np.array([1 << 62]), INT32_MAX, 31)
+
+
+def tie_accumulators(rng, m, shift, bound, count):
+    """Accumulators in [-bound, bound]: the extremes, random ones, and exact ties of
+    acc * M / 2^n (odd multiples of 2^(n - 1 - v2(M))) where they fit."""
+    n = 31 - shift
+    out = [bound, -bound, 0, 1, -1] + [int(v) for v in rng.integers(-bound, bound + 1, count)]
+    if m and n:
+        e = n - 1 - ((m & -m).bit_length() - 1)
+        if 0 <= e and 1 << e <= bound:
+            top = bound >> e
+            odd = [int(k) | 1 for k in rng.integers(0, top + 1, count)]
+            out += [k << e for k in odd if k <= top] + [-(k << e) for k in odd if k <= top]
+    return out
+
+
+@given(st.integers(0, INT32_MAX), st.integers(-31, 15), st.integers(1, 46), st.integers(0, 2 ** 32 - 1))
+def test_split_requantization_is_exact_up_to_the_bound(m, shift, bound_bits, seed):
+    """The product-width rule (SPEC 6.4): the 16-bit split of M, in int64 (numpy and the
+    Numba kernel), equals Python integer arithmetic for every |acc| < 2^46, n >= 16, ties included."""
+    from fqsr_ref.integer.requant import (requantize_conv, requantize_conv_reference, split_exact,
+                                          split_requant)
+    bound = (1 << bound_bits) - 1
+    assert split_exact(bound, shift)
+    rng = np.random.default_rng(seed)
+    acc = np.array(tie_accumulators(rng, m, shift, bound, 40), dtype=np.int64)
+    n = 31 - shift
+    want = [(int(a) * m + (1 << (n - 1))) >> n for a in acc.tolist()]
+    assert split_requant(acc, m, n).tolist() == want
+    assert multiply_by_quantized_multiplier(acc, m, shift).tolist() == want
+    lo, hi = INT32_MIN, INT32_MAX                   # the widest code range (results are clamped)
+    grid = acc.reshape(1, -1, 1)
+    for sign in (1, -1):
+        got = requantize_conv(grid, np.zeros(1, np.int64), (m, shift), (m, shift, sign), lo, hi,
+                              split=(True, True))
+        np.testing.assert_array_equal(got, requantize_conv_reference(grid, np.zeros(1, np.int64), (m, shift),
+                                                                     (m, shift, sign), lo, hi))
+
+
+def test_product_width_rule():
+    from collections import namedtuple
+
+    from fqsr_ref.integer.requant import check_op_product, check_product, op_product_bits, product_bits
+    assert product_bits(INT32_MAX, INT32_MAX, -31) == 64       # the int32 proof's worst case
+    assert product_bits((1 << 31) + 1, 1 << 30, 0) == 63
+    assert product_bits(1 << 32, 1 << 30, 0) == 64             # 2^62 + 2^30: still int64
+    assert product_bits(1 << 33, 1 << 30, 0) == 65
+    assert check_product("x", 1 << 32, 1 << 30, 0) is False
+    assert check_product("x", 1 << 33, 1 << 30, 0) is True     # the split
+    assert check_product("x", (1 << 46) - 1, INT32_MAX, 15) is True
+    with pytest.raises(ValueError, match="2\\^46"):
+        check_product("x", 1 << 46, 1 << 30, 0)
+    with pytest.raises(ValueError, match="n = 15"):
+        check_product("x", 1 << 40, 1 << 30, 16)
+    Conv = namedtuple("Conv", "kind name acc_bound multiplier shift neg_multiplier neg_shift")
+    T = namedtuple("T", "qmin qmax")
+    conv = Conv("conv", "c", 1 << 40, 1 << 30, 0, INT32_MAX, 0)
+    assert op_product_bits(conv, {}) == product_bits(1 << 40, INT32_MAX, 0) == 72
+    assert check_op_product(conv, {}) == 72
+    with pytest.raises(ValueError, match="c \\(acc < 0\\)"):
+        check_op_product(conv._replace(neg_shift=20), {})
+    Add = namedtuple("Add", "kind name input branch branch_relu multiplier branch_multiplier shift")
+    tensors = {"a": T(-127, 127), "b": T(-127, 127)}
+    add = Add("add", "a", "a", "b", True, 3 << 29, 3 << 28, 1)
+    assert op_product_bits(add, tensors) == (127 * (3 << 29) + 127 * (3 << 28) + (1 << 29)).bit_length() + 1
+    assert op_product_bits(add._replace(branch_relu=False), {"a": T(-7, 7), "b": T(-8, 0)}) == \
+        (7 * (3 << 29) + 8 * (3 << 28) + (1 << 29)).bit_length() + 1
 
 
 @pytest.mark.parametrize("m,shift,acc", [(-1, 0, np.zeros(2, np.int32)), (1 << 31, 0, np.zeros(2, np.int32)),

@@ -127,13 +127,24 @@ MUTATIONS = {m.name: m for m in [
 # Integer arithmetic (int64 throughout)
 # ---------------------------------------------------------------------------
 
+def wide(v) -> bool:
+    """An object array of Python ints: products past 64 bits (SPEC 6.4's PRODUCT_BITS)."""
+    return isinstance(v, np.ndarray) and v.dtype == object
+
+
+def as_values(v):
+    """int64, or the object array of Python ints that `product` returns for wide products."""
+    return v if wide(v) else np.asarray(v, I64)
+
+
 def divide_pow2(v, n: int, tie: str = "half_up") -> np.ndarray:
-    """v / 2^n rounded to the nearest integer, ties by `tie`; n >= 0, v int64."""
-    v = np.asarray(v, I64)
+    """v / 2^n rounded to the nearest integer, ties by `tie`; n >= 0, v int64 (or Python ints)."""
+    v = as_values(v)
+    c = int if wide(v) else I64
     if n <= 0:
-        return v << I64(-n)
-    half = I64(1) << I64(n - 1)
-    n64 = I64(n)
+        return v << c(-n)
+    half = c(1) << c(n - 1)
+    n64 = c(n)
     if tie == "half_up":                       # floor(v / 2^n + 1/2)
         return (v + half) >> n64
     if tie == "half_down":                     # ceil(v / 2^n - 1/2)
@@ -144,7 +155,7 @@ def divide_pow2(v, n: int, tie: str = "half_up") -> np.ndarray:
     if tie == "half_even":
         q = v >> n64
         r = v - (q << n64)                     # 0 <= r < 2^n
-        return q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(I64)
+        return q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(I64 if c is I64 else object)
     raise ValueError(f"unknown tie rule {tie!r}")
 
 
@@ -153,15 +164,16 @@ CENSUS = None    # a list: shift_round appends (operations, exact ties, negative
 
 def shift_round(v, n: int, rules: Rules = CORRECT) -> np.ndarray:
     """The port's rounding right shift of v by n = 31 - SHIFT (SPEC 6.2, 6.4)."""
-    v = np.asarray(v, I64)
+    v = as_values(v)
+    c = int if wide(v) else I64
     n = n + rules.shift_offset
     if CENSUS is not None and n > 0:
-        tie = (v & ((I64(1) << I64(n)) - 1)) == (I64(1) << I64(n - 1))
+        tie = (v & ((c(1) << c(n)) - 1)) == (c(1) << c(n - 1))
         CENSUS.append((v.size, int(tie.sum()), int((tie & (v < 0)).sum())))
     if rules.shift == "floor":
-        return v >> I64(n) if n > 0 else v << I64(-n)
+        return v >> c(n) if n > 0 else v << c(-n)
     if rules.shift == "trunc":
-        mag = np.abs(v) >> I64(n) if n > 0 else np.abs(v) << I64(-n)
+        mag = np.abs(v) >> c(n) if n > 0 else np.abs(v) << c(-n)
         return np.where(v < 0, -mag, mag)
     if rules.shift == "double" and n > 31:
         return divide_pow2(divide_pow2(v, 31, rules.tie), n - 31, rules.tie)
@@ -171,16 +183,17 @@ def shift_round(v, n: int, rules: Rules = CORRECT) -> np.ndarray:
 
 
 def product(x, m: int) -> np.ndarray:
-    """x * m in int64, refusing what would not be exact (SPEC 6.4's bound)."""
+    """x * m: int64 where it fits with any rounding term (< 2^62), else Python ints (SPEC 6.4:
+    a product may need up to PRODUCT_BITS > 64 bits; this port computes it exactly)."""
     x = np.asarray(x, I64)
-    if x.size and int(np.abs(x).max()) * abs(int(m)) + (1 << 61) >= (1 << 63):
-        raise OverflowError(f"|x| * {m} does not fit int64")
+    if x.size and int(np.abs(x).max()) * abs(int(m)) >= (1 << 62):
+        return x.astype(object) * int(m)
     return x * I64(m)
 
 
 def saturate(y, qmin: int, qmax: int, dtype: np.dtype, rules: Rules = CORRECT) -> np.ndarray:
     """The clamp of an op's output (SPEC 6.4) to [qmin, qmax]."""
-    y = np.asarray(y, I64)
+    y = np.asarray(np.clip(y, -(1 << 62), 1 << 62) if wide(y) else y, I64)
     if rules.saturate == "code_range":
         return np.clip(y, qmin, qmax)
     if rules.saturate == "storage_dtype":
@@ -374,8 +387,8 @@ class VectorSet:
         if not path.exists():
             return
         lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-        if not lines or lines[0] != ["fqsr_model", "1"] or lines[-1] != ["end"]:
-            raise ValueError(f"{path}: not 'fqsr_model 1' ... 'end'")
+        if not lines or lines[0] not in (["fqsr_model", "1"], ["fqsr_model", "2"]) or lines[-1] != ["end"]:
+            raise ValueError(f"{path}: not 'fqsr_model 1|2' ... 'end'")
         want_ops = []
         for op in self.ops:
             k = op["kind"]

@@ -29,7 +29,7 @@ from ..models.layers import bn_stats, fold_offsets, out_format, reads_requantize
 from ..models.srnet import bits_of, head_pad_codes, layer_specs, mean_offset
 from ..quant import QuantSpec, fold_bn, quantize_forward, round_half_up
 from ..quant.quantizer import levels
-from .requant import acc_bound, acc_dtype, code_dtype, quantize_multiplier
+from .requant import acc_bound, acc_dtype, check_op_product, code_dtype, quantize_multiplier
 
 # The conversion computes in float64 from the stored float32 parameters (SPEC 6.8),
 # so the integer model equals the float64 fake-quantized model code for code.
@@ -223,4 +223,6 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
         ops.append(ShuffleOp("shuffle", f"up.{j}.shuffle", u.name, shuffled.name, r))
         u = shuffled
     conv(L.tail, u, fmt, out_offset=m)
+    for op in ops:   # the product width a port needs (SPEC 6.4): refused where no int64 rule is exact
+        check_op_product(op, tensors)
     return IntModel(cfg, tensors, ops)

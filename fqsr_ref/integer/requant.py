@@ -187,22 +187,25 @@ def multiply_by_quantized_multiplier(acc: np.ndarray, multiplier: int, shift: in
     [0, 2^31 - 1], shift in [-31, 31] (what `quantize_multiplier` returns), so
     n is in [0, 62]. Returns int64, same shape.
 
-    Exactness: all arithmetic is int64 and the largest intermediate is
-    |acc| * M + 2^(n-1). With acc in int32 (|acc| <= 2^31) and M <= 2^31 - 1,
-    |acc| * M < 2^62, and n <= 62 gives 2^(n-1) <= 2^61, so the sum stays
-    below 2^62 + 2^61 < 2^63. Wider accumulators are checked against max|acc|
-    here and raise ValueError where the bound would not hold.
+    Exact for every accumulator (SPEC 6.4, the product-width rule): where
+    max|acc| * M + 2^(n-1) < 2^63 in int64 directly; else, for max|acc| < 2^46 and
+    n >= 16, with the 16-bit split of M (`split_requant`) in int64; else on Python
+    ints. ValueError only if a result itself leaves int64.
     """
     _check_multiplier(multiplier, shift)
     if not isinstance(acc, np.ndarray) or acc.dtype.kind not in "iu":
         raise ValueError(f"requantize: acc must be an integer ndarray, got {getattr(acc, 'dtype', type(acc))}")
     n = 31 - shift
     amax = max(-int(acc.min()), int(acc.max())) if acc.size else 0
-    worst = amax * multiplier + ((1 << (n - 1)) if n else 0)
-    if amax > INT64_MAX or worst > INT64_MAX:
+    if amax <= INT64_MAX and product_bits(amax, multiplier, shift) <= 64:
+        return rounding_right_shift(acc.astype(np.int64) * np.int64(multiplier), n)
+    if split_exact(amax, shift):
+        return split_requant(acc.astype(np.int64), multiplier, n)
+    out = [rounding_right_shift(int(a) * multiplier, n) for a in acc.ravel().tolist()]
+    if out and max(-min(out), max(out)) > INT64_MAX:
         raise ValueError(f"requantize: max|acc| = {amax} with multiplier {multiplier} and shift {shift} "
-                         f"needs {worst.bit_length() + 1} bits; int64 arithmetic would overflow")
-    return rounding_right_shift(acc.astype(np.int64) * np.int64(multiplier), n)
+                         f"gives results beyond int64")
+    return np.array(out, dtype=np.int64).reshape(acc.shape)
 
 
 def saturate(x: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
@@ -235,13 +238,100 @@ def requantize_reference(acc: np.ndarray, multiplier: int, shift: int, qmin: int
 
 
 # ---------------------------------------------------------------------------
+# The product width (SPEC 6.4): what a port needs for acc * M + 2^(n-1)
+# ---------------------------------------------------------------------------
+# Requantization is defined exactly for every accumulator within the proven bound. The
+# product acc * M + 2^(n-1) of a conv needs PRODUCT_BITS = bit_length(acc_bound * M +
+# 2^(n-1)) + 1 signed bits (the wider of PReLU's two sides); up to 64 a port multiplies
+# in int64. Beyond, it uses 128-bit products or splits M = Mh 2^16 + Ml (0 <= Ml < 2^16):
+#     floor((acc M + 2^(n-1)) / 2^n) = floor((acc Mh + floor((acc Ml + 2^(n-1)) / 2^16)) / 2^(n-16)),
+# exact in int64 while |acc| < 2^46 and n >= 16 (acc Ml + 2^(n-1) < 2^62 + 2^61; acc Mh < 2^61).
+# A model where neither holds is refused at conversion (check_product).
+
+SPLIT_BITS = 16
+SPLIT_ACC_LIMIT = 1 << 46      # |acc| below this: the split's int64 products are exact
+
+
+def product_bits(bound: int, multiplier: int, shift: int) -> int:
+    """Signed width of bound * M + 2^(n-1), n = 31 - shift: the widest intermediate of
+    requantizing any |x| <= bound (SPEC 6.4)."""
+    n = 31 - shift
+    return (int(bound) * int(multiplier) + ((1 << (n - 1)) if n else 0)).bit_length() + 1
+
+
+def split_exact(bound: int, shift: int) -> bool:
+    """Is the 16-bit split of M exact in int64 for every |x| <= bound?"""
+    return int(bound) < SPLIT_ACC_LIMIT and 31 - shift >= SPLIT_BITS
+
+
+def split_requant(x: np.ndarray, multiplier: int, n: int) -> np.ndarray:
+    """round_half_up(x * M / 2^n) by the 16-bit split of M, int64 (|x| < 2^46, n >= 16)."""
+    mh, ml = np.int64(multiplier >> SPLIT_BITS), np.int64(multiplier & 0xFFFF)
+    inner = (x * ml + np.int64(1 << (n - 1))) >> np.int64(SPLIT_BITS)
+    return (x * mh + inner) >> np.int64(n - SPLIT_BITS)
+
+
+def op_product_bits(op, tensors: dict) -> int:
+    """PRODUCT_BITS of a requantizing op (conv, requant, add; duck-typed on op.kind):
+    conv: both sides' acc_bound * M + 2^(n-1); requant: max|x| * M + 2^(n-1); add:
+    max|a| M_a + max|b'| M_b + 2^(n-1), b' the branch after Eq. 7's ReLU."""
+    if op.kind == "conv":
+        return max(product_bits(op.acc_bound, op.multiplier, op.shift),
+                   product_bits(op.acc_bound, op.neg_multiplier, op.neg_shift))
+    x = tensors[op.input]
+    if op.kind == "requant":
+        return product_bits(max(-x.qmin, x.qmax), op.multiplier, op.shift)
+    if op.kind == "add":
+        b = tensors[op.branch]
+        b_max = max(0 if op.branch_relu else -b.qmin, b.qmax)
+        n = 31 - op.shift
+        total = max(-x.qmin, x.qmax) * op.multiplier + b_max * op.branch_multiplier
+        return (total + ((1 << (n - 1)) if n else 0)).bit_length() + 1
+    raise ValueError(f"op_product_bits: {op.kind!r} op {op.name!r} does not requantize")
+
+
+def check_product(name: str, bound: int, multiplier: int, shift: int) -> bool:
+    """True if requantizing |x| <= bound needs the split (products beyond 64 bits), False
+    if int64 products suffice; ValueError if neither int64 nor the split is exact."""
+    _check_multiplier(multiplier, shift)
+    bits = product_bits(bound, multiplier, shift)
+    if bits <= 64:
+        return False
+    if split_exact(bound, shift):
+        return True
+    raise ValueError(f"{name}: requantization products need {bits} bits (bound {bound} x multiplier "
+                     f"{multiplier} + 2^{30 - shift}); beyond 64 bits the 16-bit split of the multiplier "
+                     f"is exact only for bounds below 2^46 and right shifts n = 31 - shift >= 16 "
+                     f"(here n = {31 - shift}): refused (SPEC 6.4)")
+
+
+def check_op_product(op, tensors: dict) -> int:
+    """The conversion's check of an op's product width (ValueError as check_product);
+    returns PRODUCT_BITS (None for a shuffle). Adds and requants of codes (|x| < 2^16)
+    always fit 64 bits."""
+    if op.kind == "shuffle":
+        return None
+    if op.kind == "conv":
+        check_product(op.name, op.acc_bound, op.multiplier, op.shift)
+        check_product(op.name + " (acc < 0)", op.acc_bound, op.neg_multiplier, op.neg_shift)
+    elif op.kind == "requant":
+        x = tensors[op.input]
+        check_product(op.name, max(-x.qmin, x.qmax), op.multiplier, op.shift)
+    bits = op_product_bits(op, tensors)
+    if bits > 64 and op.kind == "add":
+        raise ValueError(f"{op.name}: the add's products need {bits} bits, beyond int64 (SPEC 6.8)")
+    return bits
+
+
+# ---------------------------------------------------------------------------
 # Fused requantization (the hot path of the plain engine)
 # ---------------------------------------------------------------------------
 # One compiled pass per op: read the accumulator (float32 holding an exact integer, or
 # int32/int64), add the bias, multiply, rounding right shift, clamp, write the code dtype.
 # The arithmetic is the int64 arithmetic of `requantize` on scalars; nothing is checked
-# here: `check_fused_requant` proves the int64 bound once per op (at conversion), and the
-# accumulators and codes are correct by construction. Loop twins: `requantize_reference`,
+# here: `check_fused_requant` / `check_product` prove the product width once per op (at
+# conversion and in run.prepare), and the accumulators and codes are correct by
+# construction. Products beyond 64 bits take the 16-bit split (`_rq_split`). Loop twins: `requantize_reference`,
 # `requantize_conv_reference`.
 
 def check_fused_requant(name: str, acc_bound_: int, multiplier: int, shift: int) -> None:
@@ -264,22 +354,31 @@ def _rq(acc, multiplier, n):
     return (p + (np.int64(1) << (n - 1))) >> n
 
 
+@njit(cache=True, inline="always")
+def _rq_split(acc, multiplier, n):
+    """round_half_up(acc * multiplier / 2^n) by the 16-bit split of M (|acc| < 2^46, n >= 16)."""
+    inner = (acc * (multiplier & 0xFFFF) + (np.int64(1) << (n - 1))) >> 16
+    return (acc * (multiplier >> 16) + inner) >> (n - 16)
+
+
 @njit(cache=True)
-def requant_conv_kernel(acc, bias, m_pos, n_pos, m_neg, n_neg, neg_sign, qmin, qmax, out):
+def requant_conv_kernel(acc, bias, m_pos, n_pos, m_neg, n_neg, neg_sign, qmin, qmax, out, split_pos, split_neg):
     """out[r, w, o] = clamp(rq(a, M+, n+)) for a >= 0, clamp(rq(sign * a, M-, n-)) for a < 0,
     a = int64(acc[r, w, o]) + bias[o]. acc: (R, W', O) float32 (exact integers), int32 or
     int64 with W' >= W (the plain engine passes its grid rows with their padding columns,
     contiguous: then the loop vectorises; a strided view is 30x slower); bias: int64 (O,);
-    out: (R, W, O) of the code dtype."""
+    out: (R, W, O) of the code dtype. A side whose products pass 64 bits (split_pos,
+    split_neg; SPEC 6.4) uses the 16-bit split of its multiplier, exact for |a| < 2^46 and
+    n >= 16 (check_product); the flags are loop-invariant, so the int64 path is unchanged."""
     rows, width, chans = out.shape
     for r in range(rows):
         for w in range(width):
             for o in range(chans):
                 a = np.int64(acc[r, w, o]) + bias[o]
                 if a >= 0:
-                    y = _rq(a, m_pos, n_pos)
+                    y = _rq_split(a, m_pos, n_pos) if split_pos else _rq(a, m_pos, n_pos)
                 else:
-                    y = _rq(neg_sign * a, m_neg, n_neg)
+                    y = _rq_split(neg_sign * a, m_neg, n_neg) if split_neg else _rq(neg_sign * a, m_neg, n_neg)
                 out[r, w, o] = min(max(y, qmin), qmax)
 
 
@@ -298,11 +397,12 @@ def add_kernel(a, b, m_a, m_b, n, branch_relu, qmin, qmax, out):
 
 
 def requantize_conv(acc: np.ndarray, bias: np.ndarray, pos: tuple, neg: tuple, qmin: int, qmax: int,
-                    out: np.ndarray | None = None) -> np.ndarray:
+                    out: np.ndarray | None = None, split: tuple = (False, False)) -> np.ndarray:
     """Fused conv requantization (bias, PReLU's two multipliers, clamp) of acc (R, W', O).
 
     pos = (M+, shift+), neg = (M-, shift-, sign) as in `ConvOp`; the caller has checked
-    the int64 bound with `check_fused_requant`. Returns codes (R, W, O) of
+    the product width with `check_product`: split = (positive side, negative side) says
+    which side needs the 16-bit split (products beyond 64 bits). Returns codes (R, W, O) of
     `code_dtype(qmin, qmax)`, written into out when given (then W = out.shape[1] <= W':
     acc's columns from W on are ignored), else W = W'."""
     if out is None:
@@ -311,7 +411,8 @@ def requantize_conv(acc: np.ndarray, bias: np.ndarray, pos: tuple, neg: tuple, q
             or acc.shape[1] < out.shape[1]:
         raise ValueError(f"requantize_conv: acc {acc.shape} does not cover out {out.shape}")
     requant_conv_kernel(acc, bias, np.int64(pos[0]), np.int64(31 - pos[1]), np.int64(neg[0]),
-                        np.int64(31 - neg[1]), np.int64(neg[2]), np.int64(qmin), np.int64(qmax), out)
+                        np.int64(31 - neg[1]), np.int64(neg[2]), np.int64(qmin), np.int64(qmax), out,
+                        bool(split[0]), bool(split[1]))
     return out
 
 

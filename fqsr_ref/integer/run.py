@@ -9,8 +9,10 @@ Tensors live channels-last (N, H, W, C) while the graph runs, so a conv's strips
 contiguous rows and the output image is already (H, W, 3); `run_ops` hands them back
 NCHW. A tensor is freed after the last op that reads it unless every tensor is kept
 (`run_ops`, which the golden vectors record). Requantization is one compiled pass
-per op (requant.requantize_conv, add_fused), its int64 bound proven once by
-`prepare` (requant.check_fused_requant), not scanned per call.
+per op (requant.requantize_conv, add_fused), its product width proven once by
+`prepare` (requant.check_product, SPEC 6.4), not scanned per call: a conv whose
+acc_bound * M + 2^(n-1) passes 64 bits is requantized with the 16-bit split of M,
+exact for every accumulator within the bound.
 """
 from __future__ import annotations
 
@@ -20,38 +22,36 @@ import numpy as np
 
 from .engine_plain import ConvPlan, conv_strips, prepare_conv
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, engine_input, engine_operand
-from .requant import add_fused, check_fused_requant, code_dtype, requantize_conv, requantize_fused
+from .requant import add_fused, check_fused_requant, check_product, code_dtype, requantize_conv, requantize_fused
 
 ENGINES = ("plain", "bitplane")
 
 
 class Prepared(NamedTuple):
     """A model ready to run: each conv's plan, the last op reading each tensor (after
-    which it is freed), and the convs whose int64 bound is checked on the data."""
+    which it is freed), and the convs whose products pass 64 bits on either side."""
     model: IntModel
     plans: dict         # conv op name -> ConvPlan
     last_use: dict      # tensor name -> index of the last op reading it
-    checked: frozenset  # convs whose proven bound does not clear int64: max|acc| checked per strip
+    split: dict         # conv name -> (positive side, negative side) needing the 16-bit split
 
 
 def prepare(model: IntModel) -> Prepared:
-    """Check every op's int64 requantization bound once and plan every conv.
+    """Prove every op's product width once and plan every conv.
 
-    ValueError where a requantization could overflow int64 (SPEC 6.4), so the
-    per-pixel kernels never check anything.
+    A conv side whose acc_bound * M + 2^(n-1) passes 64 bits is requantized with the
+    16-bit split of M; ValueError where neither int64 nor the split is exact (SPEC 6.4),
+    so the per-pixel kernels never check anything.
     """
     t = model.tensors
-    plans, last_use, checked = {}, {}, set()
+    plans, last_use, split = {}, {}, {}
     for i, op in enumerate(model.ops):
         x = t[op.input]
         if isinstance(op, ConvOp):
-            try:
-                check_fused_requant(op.name, op.acc_bound, op.multiplier, op.shift)
-                check_fused_requant(op.name, op.acc_bound, op.neg_multiplier, op.neg_shift)
-            except ValueError:
-                # int64 accumulators (e.g. 16-bit codes): the worst case does not clear
-                # 2^63, so the actual max|acc| is checked, as `requantize` does
-                checked.add(op.name)
+            sides = (check_product(op.name, op.acc_bound, op.multiplier, op.shift),
+                     check_product(op.name + " (acc < 0)", op.acc_bound, op.neg_multiplier, op.neg_shift))
+            if any(sides):
+                split[op.name] = sides
             plans[op.name] = prepare_conv(op.weight, *engine_operand(op, x.bits, x.signed), op.w_bits)
         elif isinstance(op, RequantOp):
             check_fused_requant(op.name, max(-x.qmin, x.qmax), op.multiplier, op.shift)
@@ -60,16 +60,10 @@ def prepare(model: IntModel) -> Prepared:
         elif not isinstance(op, ShuffleOp):
             raise ValueError(f"integer model: unknown op {op!r}")
         last_use[op.input] = i
-    return Prepared(model, plans, last_use, frozenset(checked))
+    return Prepared(model, plans, last_use, split)
 
 
-def _check_strip(op: ConvOp, acc: np.ndarray) -> None:
-    amax = int(np.abs(acc).max()) if acc.size else 0
-    check_fused_requant(op.name, amax, op.multiplier, op.shift)
-    check_fused_requant(op.name, amax, op.neg_multiplier, op.neg_shift)
-
-
-def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False):
+def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, split=(False, False)):
     """Fused conv on channels-last codes: strips of accumulators requantized as they come."""
     n, h, w, _ = x.shape
     y = np.empty((n, h, w, op.weight.shape[0]), dtype=code_dtype(out_t.qmin, out_t.qmax))
@@ -81,20 +75,17 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, checked=False
 
     def emit(i, h0, h1, acc):
         b = bias
-        if checked or acc_all is not None:   # 16-bit corner models, or recording for the vectors
+        if acc_all is not None:   # recording for the vectors
             acc, b = acc[:, :w].astype(np.int64) + bias, zero
-            if checked:
-                _check_strip(op, acc)
-            if acc_all is not None:
-                acc_all[i, h0:h1] = acc
-        requantize_conv(acc, b, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1])
+            acc_all[i, h0:h1] = acc
+        requantize_conv(acc, b, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1], split)
     conv_strips(x, *engine_operand(op, x_t.bits, x_t.signed), plan, emit)
     if record is not None:
         record[op.name + ".acc"] = np.ascontiguousarray(acc_all.transpose(0, 3, 1, 2))
     return y
 
 
-def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
+def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, split=(False, False)):
     """The bit-plane engine's accumulators (its channels-last entry), requantized here."""
     from .bitplane import bitplane_conv2d_nhwc
     x, bias = engine_input(op, x, 3)
@@ -102,13 +93,11 @@ def _conv_bitplane(op: ConvOp, x, x_t, out_t, record, checked=False):
                                bias)
     if record is not None:
         record[op.name + ".acc"] = np.ascontiguousarray(acc.transpose(0, 3, 1, 2))
-    if checked:
-        _check_strip(op, acc)
     y = np.empty(acc.shape, dtype=code_dtype(out_t.qmin, out_t.qmax))
     zero = np.zeros(acc.shape[-1], np.int64)
     pos, neg = (op.multiplier, op.shift), (op.neg_multiplier, op.neg_shift, op.neg_sign)
     for i in range(acc.shape[0]):   # the bias is in acc already
-        requantize_conv(np.ascontiguousarray(acc[i]), zero, pos, neg, out_t.qmin, out_t.qmax, y[i])
+        requantize_conv(np.ascontiguousarray(acc[i]), zero, pos, neg, out_t.qmin, out_t.qmax, y[i], split)
     return y
 
 
@@ -137,9 +126,9 @@ def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = "plain", keep
         if isinstance(op, ConvOp):
             if engine == "plain":
                 y = _conv_plain(op, prep.plans[op.name], x, t[op.input], out_t, record,
-                                op.name in prep.checked)
+                                prep.split.get(op.name, (False, False)))
             else:
-                y = _conv_bitplane(op, x, t[op.input], out_t, record, op.name in prep.checked)
+                y = _conv_bitplane(op, x, t[op.input], out_t, record, prep.split.get(op.name, (False, False)))
         elif isinstance(op, RequantOp):
             y = requantize_fused(x, op.multiplier, op.shift, out_t.qmin, out_t.qmax)
         elif isinstance(op, AddOp):

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..integer.bitplane import pack_planes
 from ..integer.model import AddOp, ConvOp, RequantOp, ShuffleOp
+from ..integer.requant import op_product_bits
 from .encodings import sha256
 
 HDL_FORMAT = "mem"
@@ -171,7 +172,8 @@ def op_params(model, op, stim: str, shapes: dict, files) -> list:
               ("ACC_BITS", acc_bits(op.acc_bound)), ("ACC_STORE_BITS", 8 * np.dtype(op.acc_dtype).itemsize),
               ("ACC_BOUND", int(op.acc_bound))]
     if isinstance(op, (ConvOp, RequantOp, AddOp)):
-        p += [("MULT", op.multiplier), ("SHIFT", op.shift), ("RIGHT_SHIFT", 31 - op.shift)]
+        p += [("MULT", op.multiplier), ("SHIFT", op.shift), ("RIGHT_SHIFT", 31 - op.shift),
+              ("PRODUCT_BITS", op_product_bits(op, model.tensors))]
     if isinstance(op, ConvOp):
         p += [("NEG_MULT", op.neg_multiplier), ("NEG_SHIFT", op.neg_shift),
               ("NEG_RIGHT_SHIFT", 31 - op.neg_shift), ("NEG_SIGN", op.neg_sign)]

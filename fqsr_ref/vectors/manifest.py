@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
+from ..integer.requant import op_product_bits
 from .encodings import storage_dtype
 from .sources import VectorModel
 from .store import SCHEMA_VERSION
@@ -49,6 +50,7 @@ def op_entry(model: IntModel, op) -> dict:
     if not isinstance(op, ShuffleOp):
         out = model.tensors[op.output]
         e["clamp"] = [out.qmin, out.qmax]
+        e["product_bits"] = op_product_bits(op, model.tensors)   # SPEC 6.4: the product width
     if isinstance(op, ConvOp):
         cout, cin, k, _ = op.weight.shape
         e.update(weight=op.name + ".w", bias=op.name + ".b", accumulator=op.name + ".acc",
@@ -87,13 +89,14 @@ def model_text(model: IntModel, tensors: dict, stimuli) -> str:
             lines.append(f"conv {op.name} {op.input} {op.output} {cout} {cin} {k} "
                          f"{op.weight.dtype.name} {op.bias.dtype.name} {op.acc_dtype} "
                          f"{op.multiplier} {op.shift} {op.neg_multiplier} {op.neg_shift} {op.neg_sign} "
-                         f"{op.w_bits} {k // 2} 1 {op.acc_bound}"
+                         f"{op.w_bits} {k // 2} 1 {op.acc_bound} {op_product_bits(op, model.tensors)}"
                          + ("" if op.pad_value is None else " " + " ".join(map(str, op.pad_value))))
         elif isinstance(op, RequantOp):
-            lines.append(f"requant {op.name} {op.input} {op.output} {op.multiplier} {op.shift}")
+            lines.append(f"requant {op.name} {op.input} {op.output} {op.multiplier} {op.shift} "
+                         f"{op_product_bits(op, model.tensors)}")
         elif isinstance(op, AddOp):
             lines.append(f"add {op.name} {op.input} {op.branch} {op.output} {int(op.branch_relu)} "
-                         f"{op.multiplier} {op.branch_multiplier} {op.shift}")
+                         f"{op.multiplier} {op.branch_multiplier} {op.shift} {op_product_bits(op, model.tensors)}")
         else:
             lines.append(f"shuffle {op.name} {op.input} {op.output} {op.factor}")
     lines.append("end")

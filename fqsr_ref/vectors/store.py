@@ -16,7 +16,8 @@ import numpy as np
 
 from .encodings import sha256
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)   # 2 adds product_bits to the ops and PRODUCT_BITS to model.txt
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -204,6 +205,8 @@ def check_structure(manifest, path) -> None:
             _field(op, "branch_relu", bool, where, path)
         else:
             ints = ("factor",)
+        if kind != "shuffle":
+            _field(op, "product_bits", int, where, path, required=False)
         for key in strings:
             _field(op, key, str, where, path)
         for key in ints:
@@ -242,9 +245,10 @@ def read_manifest(vec_dir, check_files: bool = True) -> dict:
         manifest = json.loads(path.read_text("ascii"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"vectors: cannot read {path}: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("schema_version") not in READABLE_VERSIONS:
         version = manifest.get("schema_version") if isinstance(manifest, dict) else None
-        raise ValueError(f"vectors: {path}: schema_version {version!r}, this reader knows {SCHEMA_VERSION}")
+        raise ValueError(f"vectors: {path}: schema_version {version!r}, this reader knows "
+                         f"{', '.join(map(str, READABLE_VERSIONS))}")
     check_structure(manifest, path)
     names = list(manifest["stimuli"]) + [op.get(k, "") for op in manifest["ops"]
                                          for k in ("name", "input", "output", "branch", "accumulator") if k in op]

@@ -56,17 +56,62 @@ long long fqsr_rounding_right_shift(long long v, int n)
     return q + (r >= d / 2 ? 1 : 0);
 }
 
-int fqsr_requant_fits(long long x, int mult, int shift)
+/* |x| * mult + 2^(n-1) < 2^63: the product fits int64 directly */
+static int product_fits(long long x, int mult, int shift)
 {
-    if (!shift_ok(shift) || mult < 0) return 0;
     return add_sat(mul_sat(magnitude(x), (unsigned long long)mult), half_of(shift))
            <= (unsigned long long)I64_MAX;
 }
 
+/* the 16-bit split of M = Mh 2^16 + Ml is exact in int64 for |x| < 2^46 and n >= 16 */
+static int split_fits(long long x, int shift)
+{
+    return magnitude(x) < FQSR_SPLIT_ACC_LIMIT && 31 - shift >= 16;
+}
+
+int fqsr_requant_fits(long long x, int mult, int shift)
+{
+    if (!shift_ok(shift) || mult < 0) return 0;
+    return product_fits(x, mult, shift) || split_fits(x, shift);
+}
+
 long long fqsr_requant(long long x, int mult, int shift)
 {
+    long long inner;
+    int n;
     if (!fqsr_requant_fits(x, mult, shift)) return FQSR_INVALID;
-    return fqsr_rounding_right_shift(x * (long long)mult, 31 - shift);
+    n = 31 - shift;
+    if (product_fits(x, mult, shift)) return fqsr_rounding_right_shift(x * (long long)mult, n);
+    /* floor((x M + 2^(n-1)) / 2^n) = floor((x Mh + floor((x Ml + 2^(n-1)) / 2^16)) / 2^(n-16)):
+     * |x Ml| < 2^62 and 2^(n-1) <= 2^61, |x Mh| < 2^61; floor divisions as in
+     * fqsr_rounding_right_shift (rrs(v, k) = floor((v + 2^(k-1)) / 2^k)) */
+    inner = fqsr_rounding_right_shift(x * (long long)(mult & 0xFFFF) + (1LL << (n - 1)) - (1LL << 15), 16);
+    if (n == 16) return x * (long long)(mult >> 16) + inner;
+    return fqsr_rounding_right_shift(x * (long long)(mult >> 16) + inner - (1LL << (n - 17)), n - 16);
+}
+
+int fqsr_product_bits(long long bound, int mult, int shift)
+{
+    unsigned long long b = magnitude(bound), m, hi, lo, h, l, t, half;
+    int bits = 0;
+    if (!shift_ok(shift) || mult < 0) return -1;
+    m = (unsigned long long)mult;
+    /* b m + 2^(n-1) as 128 bits (h, l): b = hi 2^32 + lo, both products below 2^63 */
+    hi = (b >> 32) * m;
+    lo = (b & 0xFFFFFFFFULL) * m;
+    l = lo + (hi << 32);
+    h = (hi >> 32) + (l < lo);
+    half = half_of(shift);
+    t = l + half;
+    h += (t < l);
+    l = t;
+    if (h) {
+        bits = 64;
+        while (h) { bits++; h >>= 1; }
+    } else {
+        while (l) { bits++; l >>= 1; }
+    }
+    return bits + 1;
 }
 
 long long fqsr_clamp(long long v, long long lo, long long hi)

@@ -9,9 +9,10 @@
  *   element (const long long *; output int pop[N] = int *), C order (last index fastest).
  * Nothing here allocates, prints or keeps state; every function is reentrant.
  *
- * Domain. The SPEC's arithmetic is exact in int64 only where it proves no overflow
- * (6.4: |x| * M + 2^(n-1) < 2^63). Inside that domain every function computes the SPEC's
- * result exactly. Outside it (a shift out of [-31, 31], an input the SPEC rejects), the
+ * Domain. Requantization is exact where |x| * M + 2^(n-1) < 2^63 (int64 products) and,
+ * beyond (SPEC 6.4's PRODUCT_BITS > 64), where |x| < 2^46 and n = 31 - shift >= 16, by the
+ * 16-bit split of M (portable C99, int64 only). Inside that domain every function computes
+ * the SPEC's result exactly. Outside it (a shift out of [-31, 31], an input the SPEC rejects), the
  * requantizing functions return FQSR_INVALID (-2^63, never a valid result, so a
  * testbench comparing against it fails loudly) and the accumulating ones wrap modulo
  * 2^64; none of them has undefined behaviour for any argument (checked under UBSan).
@@ -29,19 +30,29 @@ extern "C" {
 /* -2^63: returned where the SPEC defines no result. */
 #define FQSR_INVALID (-9223372036854775807LL - 1)
 
+/* |x| below 2^46: the 16-bit split of the multiplier is exact in int64 (SPEC 6.4) */
+#define FQSR_SPLIT_ACC_LIMIT (1ULL << 46)
+
 /* ---- rounding and requantization (SPEC 6.2, 6.4) ------------------------------ */
 
 /* floor(v / 2^n + 1/2), round half up (ties toward +infinity: 3/2 -> 2, -3/2 -> -1),
  * exact for every v; n = 0 returns v. n outside [0, 62]: FQSR_INVALID. */
 long long fqsr_rounding_right_shift(long long v, int n);
 
-/* 1 if requantizing x with (mult, shift) is inside SPEC 6.4's domain:
- * shift in [-31, 31], mult >= 0 and |x| * mult + 2^(30 - shift) < 2^63. Else 0. */
+/* 1 if requantizing x with (mult, shift) is exact here: shift in [-31, 31], mult >= 0, and
+ * |x| * mult + 2^(30 - shift) < 2^63, or |x| < 2^46 and 31 - shift >= 16 (the split). Else 0. */
 int fqsr_requant_fits(long long x, int mult, int shift);
 
 /* round_half_up(x * mult / 2^(31 - shift)), single rounding, no clamp
- * (multiply_by_quantized_multiplier). FQSR_INVALID unless fqsr_requant_fits. */
+ * (multiply_by_quantized_multiplier); products past 64 bits by the 16-bit split
+ * M = Mh 2^16 + Ml: floor((x Mh + floor((x Ml + 2^(n-1)) / 2^16)) / 2^(n-16)).
+ * FQSR_INVALID unless fqsr_requant_fits. */
 long long fqsr_requant(long long x, int mult, int shift);
+
+/* PRODUCT_BITS (SPEC 6.4): bit_length(|bound| * mult + 2^(30 - shift)) + 1, the signed
+ * width of the widest requantization product for |x| <= |bound|; -1 for a shift outside
+ * [-31, 31] or mult < 0. */
+int fqsr_product_bits(long long bound, int mult, int shift);
 
 /* min(max(v, lo), hi): saturation to a code range. */
 long long fqsr_clamp(long long v, long long lo, long long hi);

@@ -98,6 +98,7 @@ static stimulus_t stimuli[MAX_STIMULI];
 static int n_tensors, n_ops, n_stimuli;
 static char model_path[PATH_LEN];
 static int dry_run_needed;   /* some conv's accumulators are not proven in range statically */
+static int model_version;    /* 1, or 2: PRODUCT_BITS ends the conv, requant and add lines */
 
 /* One line on stderr, exit 2. line > 0 names the line of model.txt. */
 static void fail(int line, const char *fmt, ...)
@@ -411,6 +412,21 @@ static void op_output(op_t *op)
     n_ops++;
 }
 
+/* PRODUCT_BITS of a conv (SPEC 6.4): the wider side of acc_bound * M + 2^(n-1) */
+static int product_bits_of(uint64_t bound, const op_t *op)
+{
+    int pos = fqsr_product_bits((long long)bound, (int)op->mult, op->shift);
+    int neg = fqsr_product_bits((long long)bound, (int)op->neg_mult, op->neg_shift);
+    return pos > neg ? pos : neg;
+}
+
+/* the PRODUCT_BITS field must be what the op's own numbers give */
+static void check_product_bits(const char *field, int want)
+{
+    if (int_field(field, "PRODUCT_BITS", 2, 128) != want)
+        fail(line_no, "PRODUCT_BITS %s is not %d, the width of the op's widest product (SPEC 6.4)", field, want);
+}
+
 static void parse_conv(const char *dir, char **f, int nf)
 {
     op_t *op = &ops[n_ops];
@@ -418,10 +434,12 @@ static void parse_conv(const char *dir, char **f, int nf)
     int wdt, bdt, o;
     size_t count, i, fan_in;
     int64_t wlo, whi;
-    uint64_t in_max, bound = 0;
-    int pad_fields = nf > 19 && nf <= MAX_FIELDS ? nf - 19 : 0;   /* PAD_VALUE x CIN */
-    expect_fields(nf - pad_fields, 19, 15, "conv", "conv NAME INPUT OUTPUT COUT CIN K W_DTYPE B_DTYPE "
-                  "ACC_DTYPE M SHIFT NEG_M NEG_SHIFT NEG_SIGN W_BITS PAD STRIDE ACC_BOUND [PAD_VALUE x CIN]");
+    uint64_t in_max, bound = 0, acc_bound;
+    int fields = model_version >= 2 ? 20 : 19;   /* version 2: PRODUCT_BITS after ACC_BOUND */
+    int pad_fields = nf > fields && nf <= MAX_FIELDS ? nf - fields : 0;   /* PAD_VALUE x CIN */
+    expect_fields(nf - pad_fields, fields, model_version >= 2 ? 20 : 15, "conv", "conv NAME INPUT OUTPUT COUT CIN "
+                  "K W_DTYPE B_DTYPE ACC_DTYPE M SHIFT NEG_M NEG_SHIFT NEG_SIGN W_BITS PAD STRIDE ACC_BOUND "
+                  "[PRODUCT_BITS] [PAD_VALUE x CIN]");
     op_common(op, CONV, f[1], f[2], f[3]);
     snprintf(file, sizeof file, "%.63s.acc", op->name);
     if (find_tensor(file) >= 0)
@@ -441,14 +459,15 @@ static void parse_conv(const char *dir, char **f, int nf)
     if (op->neg_sign == 0) fail(line_no, "NEG_SIGN 0 is neither -1 nor 1");
     wlo = DTYPE_MIN[wdt];
     whi = DTYPE_MAX[wdt];
-    if (nf == 19) {
+    if (nf - pad_fields >= 19) {
         int w_bits = (int)int_field(f[15], "W_BITS", 2, 8 * DTYPE_BYTES[wdt]);
         whi = ((int64_t)1 << (w_bits - 1)) - 1;        /* the narrow grid */
         wlo = -whi;
         if (int_field(f[16], "PAD", 0, MAX_K) != op->k / 2)
             fail(line_no, "PAD %s is not K / 2 = %d", f[16], op->k / 2);
         int_field(f[17], "STRIDE", 1, 1);
-        int_field(f[18], "ACC_BOUND", 0, INT64_MAX);
+        acc_bound = (uint64_t)int_field(f[18], "ACC_BOUND", 0, INT64_MAX);
+        if (model_version >= 2) check_product_bits(f[19], product_bits_of(acc_bound, op));
     }
     if (pad_fields) {
         const tensor_t *x = &tensors[op->in];
@@ -457,7 +476,7 @@ static void parse_conv(const char *dir, char **f, int nf)
                  op->name, pad_fields, op->cin);
         op->pad = checked_calloc((size_t)op->cin, sizeof(long long));
         for (i = 0; i < (size_t)op->cin; i++)   /* a code of the input: the bound below holds */
-            op->pad[i] = int_field(f[19 + i], "PAD_VALUE", x->qmin, x->qmax);
+            op->pad[i] = int_field(f[fields + i], "PAD_VALUE", x->qmin, x->qmax);
     }
     fan_in = (size_t)op->cin * op->k * op->k;
     if ((int64_t)op->cout * (int64_t)fan_in > MAX_ELEMS)
@@ -485,11 +504,15 @@ static void parse_conv(const char *dir, char **f, int nf)
     if (bound > (uint64_t)INT64_MAX)
         fail(line_no, "conv '%s': accumulators can reach %llu, beyond int64", op->name,
              (unsigned long long)bound);
-    /* proven here, or checked by the dry run: the accumulator fits ACC_DTYPE, and
-     * |acc| * M + 2^(n-1) fits int64 on both sides (SPEC 6.4) */
-    if (bound > (uint64_t)DTYPE_MAX[op->acc_dtype]
-        || !fqsr_requant_fits((long long)bound, (int)op->mult, op->shift)
+    /* requantization is exact for every |acc| <= bound on both sides (SPEC 6.4): int64
+     * products, or beyond 64 bits the 16-bit split of M (|acc| < 2^46, n >= 16) */
+    if (!fqsr_requant_fits((long long)bound, (int)op->mult, op->shift)
         || !fqsr_requant_fits((long long)bound, (int)op->neg_mult, op->neg_shift))
+        fail(line_no, "conv '%s': requantization products need %d bits (accumulators up to %llu); "
+             "beyond 64 bits the 16-bit split of M needs |acc| < 2^46 and 31 - SHIFT >= 16 (SPEC 6.4)",
+             op->name, product_bits_of(bound, op), (unsigned long long)bound);
+    /* proven here, or checked by the dry run: the accumulator fits ACC_DTYPE */
+    if (bound > (uint64_t)DTYPE_MAX[op->acc_dtype])
         dry_run_needed = 1;
     op_output(op);
 }
@@ -497,10 +520,13 @@ static void parse_conv(const char *dir, char **f, int nf)
 static void parse_requant(char **f, int nf)
 {
     op_t *op = &ops[n_ops];
-    expect_fields(nf, 6, 6, "requant", "requant NAME INPUT OUTPUT M SHIFT");
+    expect_fields(nf, model_version >= 2 ? 7 : 6, model_version >= 2 ? 7 : 6, "requant",
+                  model_version >= 2 ? "requant NAME INPUT OUTPUT M SHIFT PRODUCT_BITS" : "requant NAME INPUT OUTPUT M SHIFT");
     op_common(op, REQUANT, f[1], f[2], f[3]);
     op->mult = int_field(f[4], "M", 0, MULT_MAX);
     op->shift = (int)int_field(f[5], "SHIFT", SHIFT_MIN, SHIFT_MAX);
+    if (model_version >= 2)
+        check_product_bits(f[6], fqsr_product_bits((long long)max_abs(&tensors[op->in]), (int)op->mult, op->shift));
     /* codes are at most 2^31 (int32), M < 2^31, 2^(n-1) <= 2^61: below 2^63 */
     op_output(op);
 }
@@ -509,7 +535,9 @@ static void parse_add(char **f, int nf)
 {
     op_t *op = &ops[n_ops];
     uint64_t sum;
-    expect_fields(nf, 9, 9, "add", "add NAME INPUT BRANCH OUTPUT BRANCH_RELU M BRANCH_M SHIFT");
+    expect_fields(nf, model_version >= 2 ? 10 : 9, model_version >= 2 ? 10 : 9, "add",
+                  model_version >= 2 ? "add NAME INPUT BRANCH OUTPUT BRANCH_RELU M BRANCH_M SHIFT PRODUCT_BITS"
+                                     : "add NAME INPUT BRANCH OUTPUT BRANCH_RELU M BRANCH_M SHIFT");
     op_common(op, ADD, f[1], f[2], f[4]);
     op->branch = tensor_field(f[3], "branch tensor");
     if (!produced[op->branch])
@@ -524,6 +552,14 @@ static void parse_add(char **f, int nf)
     if (sum > (uint64_t)INT64_MAX)
         fail(line_no, "add '%s': |in| * M + |branch| * BRANCH_M + 2^(n-1) can reach %llu, beyond int64",
              op->name, (unsigned long long)sum);
+    if (model_version >= 2) {   /* PRODUCT_BITS: the branch after Eq. 7's ReLU is at most QMAX */
+        const tensor_t *b = &tensors[op->branch];
+        uint64_t b_max = op->relu ? (b->qmax > 0 ? (uint64_t)b->qmax : 0) : max_abs(b), width = 1;
+        sum = max_abs(&tensors[op->in]) * (uint64_t)op->mult + b_max * (uint64_t)op->branch_mult
+              + half_of(op->shift);
+        while (sum) { width++; sum >>= 1; }
+        check_product_bits(f[9], (int)width);
+    }
     op_output(op);
 }
 
@@ -659,7 +695,7 @@ static void parse_model(const char *dir)
         switch (sect) {
         case 0:
             expect_fields(nf, 2, 2, "header", "fqsr_model 1");
-            int_field(f[1], "model.txt version", 1, 1);
+            model_version = (int)int_field(f[1], "model.txt version", 1, 2);
             header = 1;
             break;
         case 1: parse_tensor(f, nf); break;

@@ -19,6 +19,7 @@
 import "DPI-C" pure function longint fqsr_rounding_right_shift(input longint v, input int n);
 import "DPI-C" pure function int fqsr_requant_fits(input longint x, input int mult, input int shift);
 import "DPI-C" pure function longint fqsr_requant(input longint x, input int mult, input int shift);
+import "DPI-C" pure function int fqsr_product_bits(input longint bound, input int mult, input int shift);
 import "DPI-C" pure function longint fqsr_clamp(input longint v, input longint lo, input longint hi);
 import "DPI-C" pure function longint fqsr_requant_clamp(input longint x, input int mult, input int shift,
                                                         input longint qmin, input longint qmax);

@@ -13,6 +13,7 @@ localparam integer IN_QMAX = 127;
 localparam integer MULT = 1073741824;
 localparam integer SHIFT = 0;
 localparam integer RIGHT_SHIFT = 31;
+localparam integer PRODUCT_BITS = 39;
 localparam integer OUT_BITS = 4;
 localparam integer OUT_SIGNED = 1;
 localparam integer QMIN = -7;

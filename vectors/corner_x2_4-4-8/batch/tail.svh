@@ -26,6 +26,7 @@ localparam signed [63:0] ACC_BOUND = 64'sd42492;
 localparam integer MULT = 1610612736;
 localparam integer SHIFT = 0;
 localparam integer RIGHT_SHIFT = 31;
+localparam integer PRODUCT_BITS = 47;
 localparam integer NEG_MULT = 1610612736;
 localparam integer NEG_SHIFT = 0;
 localparam integer NEG_RIGHT_SHIFT = 31;

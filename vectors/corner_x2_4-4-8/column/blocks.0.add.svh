@@ -18,6 +18,7 @@ localparam integer BRANCH_RELU = 1;
 localparam integer MULT = 1610612736;
 localparam integer SHIFT = 1;
 localparam integer RIGHT_SHIFT = 30;
+localparam integer PRODUCT_BITS = 39;
 localparam integer BRANCH_MULT = 805306368;
 localparam integer OUT_BITS = 8;
 localparam integer OUT_SIGNED = 1;

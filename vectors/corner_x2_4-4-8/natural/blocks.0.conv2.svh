@@ -26,6 +26,7 @@ localparam signed [63:0] ACC_BOUND = 64'sd4611;
 localparam integer MULT = 1073741824;
 localparam integer SHIFT = 0;
 localparam integer RIGHT_SHIFT = 31;
+localparam integer PRODUCT_BITS = 44;
 localparam integer NEG_MULT = 1073741824;
 localparam integer NEG_SHIFT = 0;
 localparam integer NEG_RIGHT_SHIFT = 31;
