@@ -111,7 +111,7 @@ class _QDQ(GraphBuilder):
             self.inits.append(initializer(b_codes, (bias.astype(np.float64) * float(s_acc)).astype(np.float32)))
             b = b_codes
         acc = self.node("Conv", [pad_shift(self, self.dequantize(op.input), op, x.scale), w, b], op.name + ".acc.real",
-                        pads=[k // 2] * 4, kernel_shape=[k, k])
+                        pads=[k // 2] * 4, kernel_shape=[k, k], strides=[1, 1], dilations=[1, 1])
         slope = prelu_slope(op)
         if slope is not None:
             acc = self.node("PRelu", [acc, self.const([slope], np.float32)])

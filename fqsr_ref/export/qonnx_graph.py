@@ -92,7 +92,7 @@ class _QONNX(GraphBuilder):
         b_bits = max(BIAS_BITS, int(np.abs(bias).max(initial=0)).bit_length() + 1)
         bq = self.quant(b, s_acc, b_bits, True, False, op.name + ".b.real")
         acc = self.node("Conv", [pad_shift(self, op.input + ".real", op, x.scale), wq, bq], op.name + ".acc.real",
-                        pads=[k // 2] * 4, kernel_shape=[k, k])
+                        pads=[k // 2] * 4, kernel_shape=[k, k], strides=[1, 1], dilations=[1, 1])
         slope = prelu_slope(op)
         if slope is not None:
             acc = self.node("PRelu", [acc, self.const([slope])])
