@@ -23,6 +23,7 @@ import numpy as np
 
 from .files import temporary_prefix, write_atomic
 from .models import init_model, upscale
+from .models.srnet import conv_weight_count
 from .models.config import ModelConfig
 from .models.discriminator import PREFIX, disc_init, disc_layers
 
@@ -152,6 +153,29 @@ def check_consistent(ckpt: Checkpoint, path):
     """ValueError (one line naming the file and the key) unless the arrays are exactly
     those the stored config's model needs: names, shapes and dtype kinds; the Adam
     state, when present, must match the parameters."""
+    arch = f"{ckpt.config.arch} x{ckpt.config.scale} {ckpt.config.blocks} blocks " \
+           f"{ckpt.config.channels} channels {ckpt.config.bits}"
+    # The model is built below to compare names and shapes: first bound its size by the
+    # file's (4x and a million weights of slack leave the exact check below to name a
+    # missing or extra array), so that a config asking for 4000 channels is not allocated.
+    stored, need = sum(int(np.size(v)) for v in ckpt.params.values()), conv_weight_count(ckpt.config)
+    if need > 4 * stored + 10 ** 6:
+        raise ValueError(f"checkpoint {path}: its config ({arch}) has {need} conv weights but the file "
+                         f"holds {stored} parameter values; the config does not describe its arrays")
+    for section, entries in (("param", ckpt.params), ("state", ckpt.state), ("adam", ckpt.adam)):
+        for key, value in entries.items():
+            value = np.asarray(value)
+            if value.dtype.kind == "f" and value.dtype not in (np.float32, np.float64):
+                raise ValueError(f"checkpoint {path}: {section}/{key} is {value.dtype}; checkpoints hold "
+                                 f"float32 or float64")
+            if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+                bad = np.flatnonzero(~np.isfinite(value))
+                raise ValueError(f"checkpoint {path}: {section}/{key} holds {value.flat[bad[0]]} at flat "
+                                 f"index {bad[0]} ({bad.size} non-finite values)")
+            if section == "param" and key.endswith(".interval") and value.dtype.kind == "f" \
+                    and not np.all(value > 0):
+                raise ValueError(f"checkpoint {path}: {section}/{key} is {value.ravel()[0]}; a quantizer "
+                                 f"interval must be positive (Eq. 3)")
     try:
         want_params, want_state = expected_entries(ckpt.config, ckpt.params)
     except ValueError as exc:
@@ -165,8 +189,6 @@ def check_consistent(ckpt: Checkpoint, path):
             want_adam[f"m/{key}"] = (shape, "f")
             want_adam[f"v/{key}"] = (shape, "f")
         checks.append(("optimizer entry", "adam/", ckpt.adam, want_adam))
-    arch = f"{ckpt.config.arch} x{ckpt.config.scale} {ckpt.config.blocks} blocks " \
-           f"{ckpt.config.channels} channels {ckpt.config.bits}"
     for what, prefix, have, want in checks:
         for key in want:   # in the model's order: the first layer that disagrees
             if key not in have:

@@ -178,7 +178,10 @@ def evaluate_folder(sr_fn, hr_dir, scale, self_ensemble=False, save_dir=None):
         os.makedirs(save_dir, exist_ok=True)
     rows = []
     for path in paths:
-        hr = modcrop(read_image(path), scale)
+        try:
+            hr = modcrop(read_image(path), scale)
+        except ValueError as e:   # an image smaller than the scale: name the file
+            raise ValueError(f"{path}: {e}") if path not in str(e) else e from None
         lr = bicubic_downscale(np.ascontiguousarray(hr), scale)
         bicubic = bicubic_upscale(lr, scale)
         if sr_fn is None:

@@ -31,7 +31,8 @@ from .data.resize import bicubic_downscale, bicubic_upscale
 from .metrics import evaluate_folder, side_by_side
 from .models import ModelConfig, init_model, preset, quantized_start, upscale
 from .models.discriminator import disc_init
-from .models.config import ARCHS, BLOCK_ACTS, SCALES, parse_bits
+from .models.srnet import conv_weight_count
+from .models.config import ARCHS, BLOCK_ACTS, MAX_BLOCKS, MAX_CHANNELS, SCALES, parse_bits
 from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, check_resumable,
                       format_duration, step_bytes_per_lr_pixel, train_stage)
 
@@ -197,10 +198,14 @@ def validate(args):
              ("--patch", args.patch, 1), ("--checkpoint-every", args.checkpoint_every, 1),
              ("--warmup-iters", args.warmup_iters, 0), ("--alpha", args.alpha, 0),
              ("--blocks", args.blocks, 0), ("--channels", args.channels, 1),
-             ("--disc-channels", args.disc_channels, 1), ("--disc-stages", args.disc_stages, 1)]
+             ("--disc-channels", args.disc_channels, 1), ("--disc-stages", args.disc_stages, 1),
+             ("--seed", args.seed, 0)]
     for flag, value, low in rules:
         if value is not None and not value >= low:   # `not >=` also refuses NaN
             raise ValueError(f"{flag} {value:g}: must be >= {low}")
+    for flag, value, high in (("--blocks", args.blocks, MAX_BLOCKS), ("--channels", args.channels, MAX_CHANNELS)):
+        if value is not None and value > high:
+            raise ValueError(f"{flag} {value}: at most {high}")
     for flag, value in (("--lr", args.lr), ("--ft-lr", args.ft_lr), ("--fp-pixel-range", args.fp_pixel_range)):
         if not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} {value:g}: must be a finite number > 0")
@@ -310,6 +315,12 @@ def check_step_memory(args, fp_cfg, q_cfg, fp) -> None:
     """Refuse --batch x --patch whose training step would not fit in the available memory,
     measured on a one-patch probe step of each stage's model (SPEC 5.3)."""
     from .memory import available_bytes, size_text
+    # float32 weights, their gradients and Adam's two moments, before anything is built
+    weights = 16 * conv_weight_count(q_cfg)
+    if weights > available_bytes():
+        raise ValueError(f"--blocks {q_cfg.blocks} --channels {q_cfg.channels}: the weights, gradients and "
+                         f"optimizer state alone need about {size_text(weights)}, more than the "
+                         f"{size_text(available_bytes())} available")
     params, state = (fp.params, fp.state) if fp is not None else initial_model(args, fp_cfg)
     stages = [] if fp is not None else [(fp_cfg, params, state, "fp")]
     if q_cfg.quantized:

@@ -47,7 +47,7 @@ def images(tmp_path_factory):
     (["--alpha", "inf"], "--alpha inf"),
     (["--patch", "1000000"], "--patch 1000000"), (["--patch", "5000"], "--patch 5000"),
     (["--batch", "100000000"], "--batch 100000000"),
-    (["--train-dir", "{images}/small"], "small"),
+    (["--train-dir", "{images}/small"], "small"), (["--seed", "-1"], "--seed -1"),
     (["--val-dir", "{images}/val"], "b.png"),
 ])
 def test_train_refuses_before_writing(images, tmp_path, capsys, extra, named):
@@ -182,3 +182,76 @@ def test_files_written_follow_the_umask(tmp_path, quant_ckpt):
         os.umask(old)
     for name in ("c.npz", "i.png"):
         assert (Path(tmp_path) / name).stat().st_mode & 0o777 == 0o644, name
+
+
+# --- checkpoints and configs: bounded before the model is built --------------------------
+
+def rewrite(src, dst, change):
+    """Copy checkpoint src to dst with change(entries) applied to its arrays (not via
+    save_checkpoint, which would refuse what the tests need to write)."""
+    with np.load(src, allow_pickle=False) as archive:
+        entries = {k: archive[k] for k in archive.files}
+    change(entries)
+    np.savez(dst, **entries)
+    return str(dst)
+
+
+def set_config(**fields):
+    import json
+
+    def change(entries):
+        entries["config"] = np.array(json.dumps({**json.loads(str(entries["config"])), **fields}))
+    return change
+
+
+def set_param(key, value):
+    def change(entries):
+        entries[f"param/{key}"] = value(entries[f"param/{key}"])
+    return change
+
+
+@pytest.mark.parametrize("change,named", [
+    (set_config(channels=4000), "4000 channels"),
+    (set_config(channels=10 ** 9), "channels 1000000000 must be in"),
+    (set_config(blocks=10 ** 6), "blocks 1000000 and channels"),
+    (set_config(channels="16"), "channels is '16', expected an integer"),
+    (set_param("head.w", lambda w: np.where(np.arange(w.size).reshape(w.shape) == 5, np.inf, w)), "holds inf at flat index 5"),
+    (set_param("head.w", lambda w: w.astype(np.float16)), "param/head.w is float16"),
+    (set_param("head.w", lambda w: np.full_like(w, np.nan)), "param/head.w holds nan"),
+    (set_param("head.out.interval", lambda v: np.zeros_like(v)), "param/head.out.interval is 0.0"),
+])
+def test_checkpoint_refused_before_building(quant_ckpt, tmp_path, capsys, change, named):
+    import time
+    path = rewrite(quant_ckpt / "q.npz", tmp_path / "bad.npz", change)
+    t0 = time.perf_counter()
+    assert infer.main(["--checkpoint", path, "--image", str(quant_ckpt / "in.png"),
+                       "--out", str(tmp_path / "out.png")]) == 2
+    assert time.perf_counter() - t0 < 10
+    line = one_error(capsys.readouterr().err)
+    assert named in line and "bad.npz" in line, line
+
+
+def test_conv_weight_count_is_the_models():
+    from fqsr_ref.models import layer_specs
+    from fqsr_ref.models.srnet import conv_weight_count
+    for arch, scale in (("srresnet", 2), ("edsr", 3), ("fqsr_lite", 4), ("srgan", 4)):
+        cfg = preset(arch, scale, "32/32/32", blocks=3, channels=8)
+        L = layer_specs(cfg)
+        specs = [L.head, *[c for pair in L.blocks for c in pair], L.trunk, *L.up, L.tail]
+        assert conv_weight_count(cfg) == sum(s.cin * s.cout * s.k * s.k for s in specs)
+
+
+@pytest.mark.parametrize("extra,named", [
+    (["--channels", "60000"], "optimizer state alone need"), (["--channels", "1000000000"], "--channels 1000000000"),
+])
+def test_train_refuses_huge_models(tmp_path, capsys, extra, named):
+    assert train.main(TINY_RUN + ["--out", str(tmp_path / "run")] + extra) == 2
+    assert named in one_error(capsys.readouterr().err)
+
+
+def test_evaluate_names_an_image_smaller_than_the_scale(tmp_path, capsys):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    write_image(str(hr / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
+    assert evaluate.main(["--bicubic", "--hr-dir", str(hr), "--scale", "2"]) == 2
+    assert "tiny.png" in one_error(capsys.readouterr().err)

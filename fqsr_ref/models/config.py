@@ -18,11 +18,19 @@ VALID_BITS = set(range(1, 17)) | {32}
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 BLOCK_ACTS = ("relu", "prelu")
+# Far above any published SR network (EDSR: 32 blocks of 256 channels), far below what
+# would overflow a size computation; what a machine can hold is checked against memory.
+MAX_BLOCKS, MAX_CHANNELS = 4096, 65536
 HEAD_PADS = ("zero", "mean")
 
 # Fields added after checkpoints and vector sets were written: stored (JSON, manifest)
 # only when they differ from these defaults, so older files keep their bytes and load.
 OPTIONAL_FIELDS = {"block_act": "relu", "head_pad": "zero"}
+
+
+# The Python types a field may hold, by its annotation (a float field takes an int too).
+FIELD_TYPES = {"str": str, "int": int, "bool": bool, "float": (int, float)}
+TYPE_TEXT = {"str": "a string", "int": "an integer", "bool": "true or false", "float": "a number"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,10 @@ class ModelConfig:
     head_pad: str = "zero"
 
     def __post_init__(self):
+        for field in dataclasses.fields(self):   # JSON from a file: types first, then values
+            value, kind = getattr(self, field.name), FIELD_TYPES[field.type]
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+                raise ValueError(f"model config: {field.name} is {value!r}, expected {TYPE_TEXT[field.type]}")
         if self.arch not in ARCHS:
             raise ValueError(f"model config: unknown arch {self.arch!r}; expected one of {ARCHS}")
         if self.scale not in SCALES:
@@ -93,8 +105,9 @@ class ModelConfig:
         if self.head_pad != "zero" and self.requant_image:
             raise ValueError("model config: head_pad 'mean' pads the 8-bit image codes; "
                              "requant_image (a requantized head input) is not supported with it")
-        if self.blocks < 0 or self.channels < 1:
-            raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be >= 0 and >= 1")
+        if not (0 <= self.blocks <= MAX_BLOCKS and 1 <= self.channels <= MAX_CHANNELS):
+            raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be in "
+                             f"0..{MAX_BLOCKS} and 1..{MAX_CHANNELS}")
 
     # Architecture family: EDSR-baseline, or SRResNet (srresnet, fqsr_lite, srgan).
     @property
