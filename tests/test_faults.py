@@ -255,3 +255,27 @@ def test_evaluate_names_an_image_smaller_than_the_scale(tmp_path, capsys):
     write_image(str(hr / "tiny.png"), np.zeros((1, 1, 3), np.uint8))
     assert evaluate.main(["--bicubic", "--hr-dir", str(hr), "--scale", "2"]) == 2
     assert "tiny.png" in one_error(capsys.readouterr().err)
+
+
+def test_full_disk_while_vectors_are_written(tmp_path, monkeypatch, capsys):
+    """The disk fills after some files of a new set: the command exits 2 with one line,
+    the previous set is intact and no temporary directory is left."""
+    from fqsr_ref.vectors import cli
+    from fqsr_ref.vectors.sources import bundled_dir
+    out = tmp_path / "set"
+    assert cli.main(["--regenerate", str(bundled_dir("8/8/8")), "--out", str(out)]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    calls = {"n": 0}
+    real = Path.write_bytes
+
+    def write_bytes(self, data):
+        calls["n"] += 1
+        if calls["n"] == 40:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    capsys.readouterr()
+    assert cli.main(["--regenerate", str(bundled_dir("8/8/8")), "--out", str(out)]) == 2
+    assert "No space left on device" in one_error(capsys.readouterr().err)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
