@@ -56,6 +56,7 @@ class Imported(NamedTuple):
     layout: str
     notes: list      # lines worth printing (e.g. the res_scale reminder)
     source: str      # "W.safetensors (edsr layout, sha256 ...)"
+    quantizers: dict = {}   # with_quantizers: key prefix -> clipvals.Quantizer of the authors' model
 
 
 class Entry(NamedTuple):
@@ -307,9 +308,9 @@ def check_entries(tensors, entries, where):
             raise ValueError(f"missing key {e.key} ({where})")
     for key in sorted(tensors):
         if key not in known:
-            hint = ("; a quantizer of the authors' quantized model: import its full-precision "
-                    "checkpoint" if any(s in key for s in ("quant_", "clip_val", "level_num", ".iteration"))
-                    else "")
+            hint = ("; a quantizer of the authors' quantized model: quantize --intervals-from-clip-val "
+                    "uses its clip values, or import its full-precision checkpoint"
+                    if any(s in key for s in ("quant_", "clip_val", "level_num", ".iteration")) else "")
             raise ValueError(f"unexpected key {key} ({where}){hint}")
     for e in entries:
         if e.key not in tensors:
@@ -359,7 +360,7 @@ def file_digest(path) -> str:
 
 
 def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
-                   res_scale=1.0) -> Imported:
+                   res_scale=1.0, with_quantizers=False) -> Imported:
     """Read a .safetensors file of a known layout into an fqsr_ref full-precision model.
 
     scale: checked against the upsampler (needed for fqsr_srresnet). arch: edsr for
@@ -367,8 +368,18 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
     rgb_range: the pixel range the model was trained on (EDSR-PyTorch: read from
     sub_mean and checked; otherwise default 255). res_scale: EDSR's residual scaling,
     which the file does not hold (1 for EDSR-baseline, 0.1 for the full EDSR).
+    with_quantizers: the file is the authors' quantized EDSR; its quantizer keys are read
+    and checked (fqsr_ref.clipvals) into Imported.quantizers.
     """
+    from . import clipvals
+
     tensors = strip_prefix(read_safetensors(path))
+    quantizers = {}
+    if with_quantizers:
+        tensors, quant = clipvals.split_quantizer_keys(tensors)
+        if not quant:
+            raise ValueError(f"{path}: no quantizer keys (<module>.quant_weight.clip_val, ...): not "
+                             f"the authors' quantized checkpoint; calibrate it without --intervals-from-clip-val")
     try:
         found = detect_layout(tensors)
         layout = found if layout in (None, "auto") else layout
@@ -395,6 +406,11 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
             raise ValueError("--res-scale: the SRResNet blocks have no residual scaling")
         r = edsr_pixel_range(tensors, rgb_range, where) if layout == "edsr" else \
             float(255.0 if rgb_range is None else rgb_range)
+        if with_quantizers:
+            if layout != "edsr":
+                raise ValueError(f"clip values are read from the authors' EDSR (edsr layout) only, "
+                                 f"this is {layout}")
+            quantizers = clipvals.read_quantizers(quant)
         # PyTorch's EDSRs subtract the mean before the head's zero padding: the head pads
         # with the mean's image codes (head_pad "mean", SPEC 5.1), exact up to half a code
         cfg = ModelConfig(arch=arch, scale=scale, blocks=blocks, channels=c, pixel_range=r,
@@ -421,7 +437,7 @@ def import_weights(path, layout="auto", scale=None, arch=None, rgb_range=None,
         notes.append("note: 32 blocks x 256 channels is the full EDSR, trained with res_scale 0.1 "
                      "(--res-scale 0.1); the file does not record it")
     source = f"{os.path.basename(str(path))} ({layout} layout, sha256 {file_digest(path)[:16]})"
-    return Imported(cfg, params, state, layout, notes, source)
+    return Imported(cfg, params, state, layout, notes, source, quantizers)
 
 
 # ---------------------------------------------------------------------------- export
@@ -497,8 +513,9 @@ def add_import_arguments(parser):
     return parser
 
 
-def import_from_args(args, scale=None, arch=None) -> Imported:
-    return import_weights(args.weights, args.layout, scale, arch, args.rgb_range, args.res_scale)
+def import_from_args(args, scale=None, arch=None, with_quantizers=False) -> Imported:
+    return import_weights(args.weights, args.layout, scale, arch, args.rgb_range, args.res_scale,
+                          with_quantizers)
 
 
 def describe(imported: Imported) -> str:

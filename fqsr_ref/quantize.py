@@ -2,6 +2,7 @@
 
     python -m fqsr_ref.quantize --weights edsr_x2.safetensors --bits 8/8/8 --calib-dir DIV2K_HR --out q.npz
     python -m fqsr_ref.quantize --checkpoint runs/tiny/fp.npz --bits 6/6/8 --out q.npz
+    python -m fqsr_ref.quantize --weights authors_a8w8o8.safetensors --intervals-from-clip-val --out q.npz
 
 The float model (PyTorch weights read by fqsr_ref.importer, or an fqsr_ref
 full-precision checkpoint) gets the quantizer sites of --bits; every interval is
@@ -11,6 +12,9 @@ with BN folded into its conv (Eq. 6) as in quantized fine-tuning. The result is 
 quantized checkpoint like the one `train` writes: evaluate, infer and vectors take
 it as it is. --float-out also writes the float model as an fqsr_ref full-precision
 checkpoint, which `train --init` fine-tunes (quantization-aware training).
+--intervals-from-clip-val reads the FQSR authors' quantized EDSR instead: the
+intervals are the learned clip values of their quantizers (fqsr_ref.clipvals,
+docs/SPEC.md 5.5), the widths their level_num, and there is no calibration.
 
 Exit status: 0 success; 2 bad input (one line "error: ..."); 130 interrupted.
 """
@@ -55,7 +59,11 @@ def build_parser():
                         "fqsr_srresnet; checked against --checkpoint)")
     p.add_argument("--scale", type=int, choices=SCALES, default=None,
                    help="checked against the model (default: the model's; fqsr_srresnet needs it)")
-    p.add_argument("--bits", required=True, help="wt/fm/sc of the quantized model, e.g. 8/8/8 or 4/4/8 (required, no default)")
+    p.add_argument("--bits", help="wt/fm/sc of the quantized model, e.g. 8/8/8 or 4/4/8 (required, no default; "
+                                  "with --intervals-from-clip-val: read from the file and checked)")
+    p.add_argument("--intervals-from-clip-val", action="store_true",
+                   help="--weights is the FQSR authors' quantized EDSR: take its quantizers' learned "
+                        "clip_val as the intervals (no DAIA; default: calibrate)")
     p.add_argument("--grid", choices=("narrow", "dorefa"), default="narrow",
                    help="signed quantization grid (default %(default)s)")
     p.add_argument("--branch-relu", action="store_true",
@@ -102,12 +110,15 @@ def calibrate(cfg: ModelConfig, params: dict, state: dict, source, batches: int,
 
 
 def float_model(args):
-    """(config, params, state, source description) of --weights or --checkpoint."""
+    """(config, params, state, source description, quantizers) of --weights or --checkpoint;
+    quantizers: the authors' (clipvals) with --intervals-from-clip-val, else None."""
     if args.weights is not None:
-        imported = import_from_args(args, scale=args.scale, arch=args.arch)
+        imported = import_from_args(args, scale=args.scale, arch=args.arch,
+                                    with_quantizers=args.intervals_from_clip_val)
         for note in imported.notes:
             print(note, file=sys.stderr)
-        return imported.config, imported.params, imported.state, describe(imported)
+        return (imported.config, imported.params, imported.state, describe(imported),
+                imported.quantizers if args.intervals_from_clip_val else None)
     ckpt = load_checkpoint(args.checkpoint)
     cfg = ckpt.config
     if cfg.quantized:
@@ -117,7 +128,7 @@ def float_model(args):
         have = getattr(cfg, flag[2:])
         if want is not None and want != have:
             raise ValueError(f"{flag} {want}, but {args.checkpoint} is {have}")
-    return cfg, ckpt.params, ckpt.state, os.path.basename(args.checkpoint)
+    return cfg, ckpt.params, ckpt.state, os.path.basename(args.checkpoint), None
 
 
 def check_args(args):
@@ -125,7 +136,17 @@ def check_args(args):
                         ("--patch", args.patch)):
         if value < 1:
             raise ValueError(f"{flag} {value}: must be >= 1")
-    wt, fm, sc = parse_bits(args.bits)
+    if args.intervals_from_clip_val:
+        if args.weights is None:
+            raise ValueError("--intervals-from-clip-val reads the clip values of --weights (the "
+                             "authors' quantized checkpoint as .safetensors)")
+        if args.calib_dir:
+            raise ValueError("--intervals-from-clip-val does not calibrate: drop --calib-dir")
+        if args.bits is not None:
+            parse_bits(args.bits)
+    elif args.bits is None:
+        raise ValueError("--bits is required (e.g. 8/8/8), unless --intervals-from-clip-val reads them")
+    wt, fm, sc = parse_bits(args.bits) if args.bits is not None else (8, 8, 8)
     if (wt, fm, sc) == (32, 32, 32):
         raise ValueError(f"--bits {args.bits}: nothing to quantize (give e.g. 8/8/8)")
     if 32 in (wt, fm, sc):
@@ -159,27 +180,59 @@ def calibration_source(args, scale):
     return FolderSource(args.calib_dir, scale) if args.calib_dir else ProceduralSource()
 
 
+def clip_val_start(fp_cfg, params, state, quantizers, args):
+    """The quantized model whose intervals are the authors' clip values (SPEC 5.5): config,
+    params, state (DAIA records complete: count l, max_sum l x interval) and the mapping."""
+    from . import clipvals
+    from .quant.daia import DAIA_WARMUP
+
+    bits = clipvals.derived_bits(quantizers)
+    if args.bits is not None and parse_bits(args.bits) != parse_bits(bits):
+        raise ValueError(f"--bits {args.bits}, but the clip values of {args.weights} are {bits} "
+                         f"(level_num of quant_weight / quant_activation / eltwise)")
+    q_cfg = dataclasses.replace(fp_cfg.with_bits(bits), grid=args.grid, branch_relu=args.branch_relu,
+                                requant_image=args.requant_image, pixel_range=ModelConfig.pixel_range)
+    q_params, q_state = quantized_start(fp_cfg, params, state, q_cfg)
+    intervals, lines = clipvals.site_intervals(q_cfg, quantizers, fp_cfg.pixel_range)
+    for site, value in intervals.items():
+        q_params[site + ".interval"] = np.asarray(value, np.float32)
+        q_state[site + ".daia_count"] = np.asarray(DAIA_WARMUP, np.int64)
+        q_state[site + ".daia_max_sum"] = np.asarray(DAIA_WARMUP * float(np.float32(value)), np.float64)
+    return q_cfg, cast_floats(q_params, np.float32), q_state, lines
+
+
 def run(args) -> int:
     check_args(args)
-    fp_cfg, params, state, source_name = float_model(args)
-    q_cfg = dataclasses.replace(fp_cfg.with_bits(args.bits), grid=args.grid, branch_relu=args.branch_relu,
-                                requant_image=args.requant_image, pixel_range=ModelConfig.pixel_range)
-    source = calibration_source(args, fp_cfg.scale)   # reads the folder: errors before any work
+    fp_cfg, params, state, source_name, quantizers = float_model(args)
     t0 = time.perf_counter()
-    # The quantized model works on 0..255 pixels (intervals, alpha in the paper's units).
-    q_params, q_state = quantized_start(fp_cfg, params, state, q_cfg)
-    q_params, q_state = calibrate(q_cfg, q_params, q_state, source, args.calib_batches, args.batch,
-                                  args.patch, args.seed)
-    calib = {"dir": args.calib_dir or "procedural", "batches": args.calib_batches, "batch": args.batch,
-             "patch": args.patch, "seed": args.seed}
-    meta = {"step": 0, "ptq": {"source": source_name, "calibration": calib}}
+    if quantizers is not None:
+        try:
+            q_cfg, q_params, q_state, lines = clip_val_start(fp_cfg, params, state, quantizers, args)
+        except ValueError as exc:
+            raise ValueError(f"{args.weights}: {exc}") from None
+        meta = {"step": 0, "ptq": {"source": source_name, "intervals": "clip_val"}}
+        how = f"taken from the authors' clip_val ({len(lines)} sites)"
+    else:
+        lines = []
+        q_cfg = dataclasses.replace(fp_cfg.with_bits(args.bits), grid=args.grid, branch_relu=args.branch_relu,
+                                    requant_image=args.requant_image, pixel_range=ModelConfig.pixel_range)
+        source = calibration_source(args, fp_cfg.scale)   # reads the folder: errors before any work
+        # The quantized model works on 0..255 pixels (intervals, alpha in the paper's units).
+        q_params, q_state = quantized_start(fp_cfg, params, state, q_cfg)
+        q_params, q_state = calibrate(q_cfg, q_params, q_state, source, args.calib_batches, args.batch,
+                                      args.patch, args.seed)
+        calib = {"dir": args.calib_dir or "procedural", "batches": args.calib_batches, "batch": args.batch,
+                 "patch": args.patch, "seed": args.seed}
+        meta = {"step": 0, "ptq": {"source": source_name, "calibration": calib}}
+        how = (f"set by DAIA over {args.calib_batches} batches of {args.batch} {args.patch}x{args.patch} "
+               f"patches from {calib['dir']}")
     save_checkpoint(args.out, Checkpoint(q_cfg, q_params, q_state, {}, meta))
     sites = sum(k.endswith(".interval") for k in q_params)
     print(f"from {source_name}")
+    for line in lines:
+        print(f"  {line}")
     print(f"{q_cfg.arch} x{q_cfg.scale} {q_cfg.blocks} blocks {q_cfg.channels} channels {q_cfg.bits}: "
-          f"{sites} intervals set by DAIA over {args.calib_batches} batches of {args.batch} "
-          f"{args.patch}x{args.patch} patches from {calib['dir']} in "
-          f"{time.perf_counter() - t0:.1f} s; wrote {args.out}")
+          f"{sites} intervals {how} in {time.perf_counter() - t0:.1f} s; wrote {args.out}")
     if args.float_out:
         save_checkpoint(args.float_out, Checkpoint(fp_cfg, cast_floats(params, np.float32),
                                                    cast_floats(state, np.float32), {},
