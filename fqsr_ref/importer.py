@@ -89,10 +89,14 @@ def read_safetensors(path) -> dict:
         tensors = load_file(path)
     except Exception as exc:   # SafetensorError, OSError, a dtype NumPy lacks (bfloat16)
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValueError(f"{path}: not a readable .safetensors file ({why}); bfloat16 tensors "
-                         f"need .float() before saving") from None
+        hint = "; bfloat16 tensors need .float() before saving" if "bf16" in why.lower() or "bfloat" in why.lower() else ""
+        raise ValueError(f"{path}: not a readable .safetensors file ({why}){hint}") from None
     if not tensors:
         raise ValueError(f"{path}: holds no tensors")
+    for key, value in tensors.items():   # half precision would fail later as a wrong mean or shape
+        if value.dtype.kind == "f" and value.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{path}: {key} is {value.dtype}; save the weights as float32 "
+                             f"(.float() before save_file)")
     return tensors
 
 

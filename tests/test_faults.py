@@ -279,3 +279,17 @@ def test_full_disk_while_vectors_are_written(tmp_path, monkeypatch, capsys):
     assert "No space left on device" in one_error(capsys.readouterr().err)
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set"]
+
+
+def test_half_precision_safetensors_named(tmp_path, capsys):
+    """A float16 file is refused naming the tensor (it used to read as 'another rgb_mean'),
+    and a damaged file gets no unrelated bfloat16 hint."""
+    from safetensors.numpy import save_file
+    from fqsr_ref.importer import read_safetensors
+    save_file({"head.weight": np.zeros((4, 3, 3, 3), np.float16)}, str(tmp_path / "h.safetensors"))
+    with pytest.raises(ValueError, match=r"h\.safetensors: head\.weight is float16; save the weights as float32"):
+        read_safetensors(tmp_path / "h.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x10" + b"\x00" * 7 + b"{not json")
+    with pytest.raises(ValueError) as exc:
+        read_safetensors(tmp_path / "junk.safetensors")
+    assert "not a readable .safetensors file" in str(exc.value) and "bfloat16" not in str(exc.value)
