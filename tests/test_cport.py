@@ -160,6 +160,8 @@ def files_under(root):
     ("requant trunk.in blocks.1.add.out trunk.in", "requant trunk.in blocks.1.add.out head.out",
      "writes 'head.out', which an earlier op already computes"),
     ("fqsr_model 2", "fqsr_model 3", "model.txt version 3 out of range [1, 2]"),
+    ("conv head ", "conv\0head ", "a NUL byte (model.txt is text)"),
+    ("conv head ", "conv " + "x" * 5000 + " ", "longer than"),
     ("\nend\n", "\n", "no 'end' line"),
 ])
 def test_port_refuses_a_bad_model_txt(port_binary, tmp_path, old, new, message):

@@ -635,6 +635,28 @@ static void check_stimulus(const char *dir, const stimulus_t *s)
              image->qmin, image->qmax);
 }
 
+/* one line of model.txt into line (newline kept): 0 at the end of the file. A NUL
+ * byte or a line longer than the buffer is refused by line number; fgets would hide
+ * the first behind the second. */
+static int read_line(FILE *file, char *line, int size)
+{
+    int c, n = 0;
+    while ((c = fgetc(file)) != EOF) {
+        if (c == '\0') {
+            fclose(file);
+            fail(line_no + 1, "a NUL byte (model.txt is text)");
+        }
+        if (n == size - 2 && c != '\n') {
+            fclose(file);
+            fail(line_no + 1, "longer than %d characters", size - 2);
+        }
+        line[n++] = (char)c;
+        if (c == '\n') break;
+    }
+    line[n] = '\0';
+    return n > 0;
+}
+
 static void parse_model(const char *dir)
 {
     char line[LINE_LEN], *f[MAX_FIELDS];
@@ -643,13 +665,9 @@ static void parse_model(const char *dir)
     FILE *file;
     join(model_path, dir, "model.txt", "");
     if (!(file = fopen(model_path, "r"))) fail(0, "cannot open %s", model_path);
-    while (!ended && fgets(line, sizeof line, file)) {
+    while (!ended && read_line(file, line, (int)sizeof line)) {
         int sect;
         line_no++;
-        if (!strchr(line, '\n') && !feof(file)) {
-            fclose(file);
-            fail(line_no, "longer than %d characters", LINE_LEN - 2);
-        }
         if (line[0] == '#') continue;
         if ((nf = split(line, f)) == 0) continue;
         if (strcmp(f[0], "fqsr_model") == 0) sect = 0;
