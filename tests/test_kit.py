@@ -18,6 +18,7 @@ import fqsr_ref.vectors as V
 from fqsr_ref import verify as verify_mod
 
 KIT = V.corner_dir("4/4/8")          # the committed set made with --hdl --awkward
+KIT16 = V.corner_dir("16/16/16")     # --hdl awkward --awkward: the kit for column and batch only
 
 
 def read_mem(path: Path):
@@ -33,13 +34,19 @@ def field(word: int, i: int, bits: int, signed: bool) -> int:
     return v - (1 << bits) if signed and v >> (bits - 1) else v
 
 
-def golden(manifest, stem):
-    return V.find_array(KIT, manifest, stem).astype(np.int64)
+def golden(manifest, stem, kit=KIT):
+    return V.find_array(kit, manifest, stem).astype(np.int64)
 
 
 @pytest.fixture(scope="module")
 def manifest():
     return V.read_manifest(KIT)
+
+
+@pytest.fixture(scope="module", params=[KIT, KIT16], ids=["4-4-8", "16-16-16"])
+def kit(request):
+    """Each committed kit set: (directory, manifest)."""
+    return request.param, V.read_manifest(request.param)
 
 
 def test_kit_set_has_awkward_stimuli_and_hex_everywhere(manifest):
@@ -49,14 +56,23 @@ def test_kit_set_has_awkward_stimuli_and_hex_everywhere(manifest):
         assert f"{stim}/image.out.hex" in manifest["files"]
 
 
+def test_16_bit_kit_has_the_awkward_stimuli_with_memories():
+    stimuli = V.read_manifest(KIT16)["stimuli"]
+    assert {s: e["shapes"]["image.in"] for s, e in stimuli.items() if "mem" in e["formats"]} == \
+        {"column": [1, 3, 9, 1], "batch": [2, 3, 5, 3]}
+
+
 @pytest.mark.parametrize("stim", ["natural", "column", "batch"])
-def test_element_nhwc_and_plane_memories_read_back(manifest, stim):
+def test_element_nhwc_and_plane_memories_read_back(kit, stim):
+    KIT, manifest = kit
+    if "mem" not in manifest["stimuli"][stim]["formats"]:
+        pytest.skip(f"{KIT.name}: no kit for {stim}")
     t = manifest["tensors"]
     for name in manifest["stimuli"][stim]["shapes"]:
         if name not in t or t[name]["kind"] != "codes":
             continue
         bits, signed = t[name]["bits"], t[name]["signed"]
-        codes = golden(manifest, f"{stim}/{name}")
+        codes = golden(manifest, f"{stim}/{name}", KIT)
         n, c, h, w = codes.shape
         words, digits = read_mem(KIT / stim / f"{name}.mem")
         assert digits == -(-bits // 4)
@@ -80,18 +96,19 @@ def test_element_nhwc_and_plane_memories_read_back(manifest, stim):
             assert np.array_equal(rebuilt, codes)
     for op in manifest["ops"]:
         if op["kind"] == "conv":
-            acc = golden(manifest, f"{stim}/{op['accumulator']}")
+            acc = golden(manifest, f"{stim}/{op['accumulator']}", KIT)
             words, digits = read_mem(KIT / stim / f"{op['name']}.acc.mem")
             bits = op["acc_bound"].bit_length() + 1
             assert digits == -(-bits // 4)
             assert [field(x, 0, bits, True) for x in words] == acc.ravel().tolist()
 
 
-def test_weight_memories_read_back(manifest):
+def test_weight_memories_read_back(kit):
+    KIT, manifest = kit
     for op in manifest["ops"]:
         if op["kind"] != "conv":
             continue
-        w = golden(manifest, f"weights/{op['weight']}")
+        w = golden(manifest, f"weights/{op['weight']}", KIT)
         bits = manifest["tensors"][op["weight"]]["bits"]
         o, i, k, _ = w.shape
         words, _ = read_mem(KIT / "weights" / f"{op['name']}.w.mem")
@@ -108,7 +125,7 @@ def test_weight_memories_read_back(manifest):
                 want = (w[:, c] >> p) & 1            # two's complement bit p (numpy >> is arithmetic)
                 got = np.vectorize(lambda x: (x >> (c % 64)) & 1)(arr[p, :, :, :, c // 64])
                 assert np.array_equal(got.astype(np.int64), want)
-        b = golden(manifest, f"weights/{op['bias']}")
+        b = golden(manifest, f"weights/{op['bias']}", KIT)
         words, digits = read_mem(KIT / "weights" / f"{op['name']}.b.mem")
         assert digits == 8 and [field(x, 0, 32, True) for x in words] == b.tolist()
 
@@ -131,7 +148,10 @@ def parse_c(text: str) -> dict:
 
 
 @pytest.mark.parametrize("stim", ["natural", "batch"])
-def test_headers_agree_with_manifest_and_each_other(manifest, stim):
+def test_headers_agree_with_manifest_and_each_other(kit, stim):
+    KIT, manifest = kit
+    if "mem" not in manifest["stimuli"][stim]["formats"]:
+        pytest.skip(f"{KIT.name}: no kit for {stim}")
     shapes = manifest["stimuli"][stim]["shapes"]
     c_params = parse_c((KIT / stim / "params.h").read_text())
     for op in manifest["ops"]:
@@ -159,7 +179,7 @@ def test_headers_agree_with_manifest_and_each_other(manifest, stim):
 
 # --- the verifier ---------------------------------------------------------------------------
 
-def port_of(tmp_path, manifest, stim, ops, fmt="mem"):
+def port_of(tmp_path, manifest, stim, ops, fmt="mem", kit=KIT):
     """A port directory holding only `ops`' outputs (and accumulators) of one stimulus,
     copied from the golden .mem / .hex files, in $writememh's form (address comments)."""
     port = tmp_path / "port"
@@ -169,15 +189,16 @@ def port_of(tmp_path, manifest, stim, ops, fmt="mem"):
             continue
         stems = [op["output"]] + ([op["accumulator"]] if op["kind"] == "conv" else [])
         for stem in stems:
-            lines = (KIT / stim / f"{stem}.{'mem' if fmt == 'mem' else 'hex'}").read_text().splitlines()
+            lines = (kit / stim / f"{stem}.{'mem' if fmt == 'mem' else 'hex'}").read_text().splitlines()
             text = "".join((f"// 0x{i:08x}\n" if i % 16 == 0 else "") + ln + "\n" for i, ln in enumerate(lines))
             (port / stim / f"{stem}.{fmt}").write_text(text)
     return port
 
 
 @pytest.mark.parametrize("fmt", ["mem", "hex"])
-def test_verify_one_layer_from_a_writememh_dump(tmp_path, manifest, capsys, fmt):
-    port = port_of(tmp_path, manifest, "batch", {"head", "tail"}, fmt)
+def test_verify_one_layer_from_a_writememh_dump(tmp_path, kit, capsys, fmt):
+    KIT, manifest = kit
+    port = port_of(tmp_path, manifest, "batch", {"head", "tail"}, fmt, KIT)
     assert verify_mod.main([str(KIT), str(port), "--layer", "head", "--layer", "tail", "--stimulus", "batch"]) == 0
     out = capsys.readouterr().out
     assert "2 layers PASS, 0 FAIL" in out
@@ -190,6 +211,11 @@ def test_verify_one_layer_from_a_writememh_dump(tmp_path, manifest, capsys, fmt)
     lines[i] = format(int(lines[i], 16) ^ 1, f"0{len(lines[i])}x")
     path.write_text("\n".join(lines) + "\n")
     assert verify_mod.main([str(KIT), str(port), "--layer", "head", "--stimulus", "batch"]) == 1
+
+
+def test_hdl_awkward_needs_the_awkward_stimuli(tmp_path, capsys):
+    assert V.main(["--corner", "4/4/8", "--hdl", "awkward", "--out", str(tmp_path / "v")]) == 2
+    assert "add --awkward" in capsys.readouterr().err and not (tmp_path / "v").exists()
 
 
 def test_verify_unknown_names_exit_2(tmp_path, capsys):
@@ -297,10 +323,11 @@ def test_vectors_out_not_writable_one_line_no_leftovers(tmp_path, capsys, monkey
 
 @pytest.mark.skipif(__import__("shutil").which("iverilog") is None,
                     reason="iverilog not installed (Debian: apt-get install iverilog)")
-def test_icarus_writememh_dump_passes_verify(tmp_path, manifest, capsys):
+def test_icarus_writememh_dump_passes_verify(tmp_path, kit, capsys):
     """A real simulator round trip: Icarus reads the golden code-width memories with
     $readmemh using the header's localparams and dumps them with $writememh; the
     verifier accepts the dumps as they are (address comments, code width)."""
+    KIT, _ = kit
     port = tmp_path / "port"
     (port / "batch").mkdir(parents=True)
     tb = tmp_path / "tb.v"
@@ -324,7 +351,8 @@ endmodule
 
 
 def test_kit_set_is_small_and_regenerates_with_added_formats(tmp_path):
-    assert sum(p.stat().st_size for p in KIT.rglob("*") if p.is_file()) < 4_000_000
+    for kit in (KIT, KIT16):
+        assert sum(p.stat().st_size for p in kit.rglob("*") if p.is_file()) < 4_000_000
     src = V.bundled_dir("4/4/8")
     files = V.regenerate(src, add_formats=("hex",))
     assert "noise/image.out.hex" in files and "noise/image.out.hex" not in V.read_manifest(src)["files"]

@@ -1,8 +1,8 @@
 """Golden test vectors: every tensor of an integer-only model, written for ports.
 
     python -m fqsr_ref.vectors --out DIR [--checkpoint CKPT | --model VECDIR | --untrained | --corner BITS]
-                               [--bits 4/4/8] [--image IMG] [--size 16] [--hdl] [--awkward]
-    python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR]
+                               [--bits 4/4/8] [--image IMG] [--size 16] [--hdl [awkward]] [--awkward]
+    python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR] [--add-formats FORMATS] [--hdl] [--awkward]
     python -m fqsr_ref.vectors --check VECDIR
 
 The command line (run by __main__.py): a usage error, unusable input (a manifest of
@@ -31,7 +31,9 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="vector directory to write (replaced atomically)")
     p.add_argument("--checkpoint", help="quantized checkpoint (.npz) to convert; default: the bundled model")
-    p.add_argument("--model", help="take the integer model from this vector directory")
+    p.add_argument("--model", metavar="VECDIR",
+                   help="take the integer model from this vector directory (its stimuli are not read: "
+                        "the new set gets the standard ones; --regenerate keeps them)")
     p.add_argument("--untrained", action="store_true",
                    help="build the untrained tiny model of --bits (how the bundled sets were first made)")
     p.add_argument("--bits", default="4/4/8", choices=BUNDLED_BITS, help="which bundled model (default 4/4/8)")
@@ -46,30 +48,47 @@ def build_parser():
     p.add_argument("--formats", default="npy,bin,hex", help="formats of the natural stimulus")
     p.add_argument("--stimulus-formats", default="bin,hex",
                    help="formats of the synthetic stimuli (default bin,hex)")
-    p.add_argument("--hdl", action="store_true",
+    p.add_argument("--hdl", nargs="?", const="all", choices=("all", "awkward"),
                    help="also write the hardware kit: .mem memories at the code's own width (elements, "
                         "NHWC / OHWI words, bit-plane words) and parameter headers (per op .svh, per "
                         "stimulus params.h) for the natural crop and the --awkward stimuli (the square "
-                        "synthetic ones too if --stimulus-formats has mem); vectors/README.md")
+                        "synthetic ones too if --stimulus-formats has mem); '--hdl awkward': for the "
+                        "--awkward stimuli only, not the natural crop (a smaller set); vectors/README.md")
     p.add_argument("--awkward", action="store_true",
                    help="add the stimuli of awkward shapes: " +
                         ", ".join(f"{n} {'x'.join(map(str, s))}" for n, (s, _) in AWKWARD.items()) +
                         " (N x C x H x W)")
     p.add_argument("--regenerate", metavar="VECDIR",
-                   help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR)")
+                   help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR); with "
+                        "--hdl and --awkward it gains the kit and the awkward stimuli")
     p.add_argument("--add-formats", metavar="FORMATS", default="",
                    help="with --regenerate: formats every stimulus gains (a comma list of npy, bin, hex, "
-                        "mem), e.g. hex for the synthetic stimuli of an older set")
+                        "mem; mem brings hex, which the plane partials need), e.g. hex for the synthetic "
+                        "stimuli of an older set")
     p.add_argument("--check", metavar="VECDIR",
                    help="rebuild VECDIR in memory and compare byte for byte; exit 1 if it differs")
     return p
 
 
 def parse_formats(text: str) -> tuple:
-    formats = tuple(sorted(set(f.strip() for f in text.split(",") if f.strip())))
-    if not formats or not set(formats) <= set(FORMATS + (HDL_FORMAT,)):
+    """A comma list of formats; mem brings hex (the kit's plane partials are .hex files)."""
+    formats = set(f.strip() for f in text.split(",") if f.strip())
+    if not formats or not formats <= set(FORMATS + (HDL_FORMAT,)):
         raise ValueError(f"formats {text!r}: expected a comma list of {FORMATS + (HDL_FORMAT,)}")
-    return formats
+    return tuple(sorted(formats | ({"hex"} if HDL_FORMAT in formats else set())))
+
+
+# options of a new set that --regenerate (which keeps the set's own model and stimuli) cannot use
+NEW_SET_ONLY = ("checkpoint", "model", "untrained", "corner", "image", "crop", "size", "stimulus_size",
+                "formats", "stimulus_formats", "bits")
+
+
+def check_regenerate_options(args, parser) -> None:
+    given = [name for name in NEW_SET_ONLY if getattr(args, name) != parser.get_default(name)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ValueError(f"{flag} makes a new set; --regenerate keeps {args.regenerate}'s own model and "
+                         f"stimuli (a new set from its model: --model {args.regenerate} ... --out DIR)")
 
 
 def check_memory(vm, stimuli_shapes) -> None:
@@ -98,6 +117,8 @@ def natural_image(args):
 
 
 def run(args) -> int:
+    if args.regenerate:
+        check_regenerate_options(args, build_parser())
     if args.check:
         diff = compare_tree(args.check, regenerate(args.check))
         for rel in diff:
@@ -109,13 +130,17 @@ def run(args) -> int:
     if args.regenerate:
         check_out(args.out or args.regenerate)
         add = parse_formats(args.add_formats) if args.add_formats else ()
-        out = write_tree(args.out or args.regenerate, regenerate(args.regenerate, add))
-        print(f"wrote {out}")
+        files = regenerate(args.regenerate, add, hdl=args.hdl, awkward=args.awkward)
+        out = write_tree(args.out or args.regenerate, files)
+        kit = sum(1 for path in files if path.endswith((".mem", ".svh")))
+        print(f"wrote {out}" + (f" (hardware kit: {kit} .mem and .svh files)" if kit else ""))
         return 0
     if not args.out:
         raise ValueError("--out DIR is required (or --regenerate / --check)")
     if min(args.size, args.stimulus_size) < 1:
         raise ValueError(f"--size {args.size} and --stimulus-size {args.stimulus_size} must be >= 1")
+    if args.hdl == "awkward" and not args.awkward:
+        raise ValueError("--hdl awkward writes the kit for the --awkward stimuli only: add --awkward")
     check_out(args.out)
     if args.checkpoint:
         vm = from_checkpoint(args.checkpoint)
@@ -128,7 +153,8 @@ def run(args) -> int:
     formats, stimulus_formats = parse_formats(args.formats), parse_formats(args.stimulus_formats)
     awkward_formats = stimulus_formats
     if args.hdl:      # the kit for the natural crop and the awkward shapes; the squares: --stimulus-formats
-        formats = tuple(sorted(set(formats) | {"hex", HDL_FORMAT}))
+        if args.hdl == "all":
+            formats = tuple(sorted(set(formats) | {"hex", HDL_FORMAT}))
         awkward_formats = tuple(sorted(set(stimulus_formats) | {"hex", HDL_FORMAT}))
     shapes = [((1, 3, args.size, args.size), formats)] + \
         [((1, 3, args.stimulus_size, args.stimulus_size), stimulus_formats)] * 4 + \
