@@ -16,7 +16,7 @@ from .hdl import HDL_FORMAT, Kit
 from .manifest import manifest_bytes, model_text, op_entry, ops_of, tensor_entries
 from .record import coverage, im2col_row, plane_element, rebuild_accumulator, unclamped
 from .sources import VectorModel, read_model
-from .stimuli import Stimulus, read_stimuli
+from .stimuli import AWKWARD, Stimulus, awkward_stimuli, read_stimuli
 from .store import NAME_RE, SCHEMA_VERSION
 
 
@@ -141,12 +141,22 @@ def build_vectors(vm: VectorModel, stimuli) -> dict:
     return b.files
 
 
-def regenerate(src_dir, add_formats=()) -> dict:
+def regenerate(src_dir, add_formats=(), hdl: str | None = None, awkward: bool = False) -> dict:
     """Every file of src_dir rebuilt from its stored model and inputs (integer arithmetic only);
-    add_formats: formats (e.g. "hex", HDL_FORMAT) every stimulus gains."""
+    add_formats: formats (e.g. "hex", HDL_FORMAT) every stimulus gains; hdl "all" / "awkward": the
+    hardware kit for the natural crop and the awkward stimuli / for the awkward ones only (as
+    `--hdl` writes it for a new set); awkward: the stimuli of awkward shapes, where the set lacks them."""
     vm = read_model(src_dir)
-    stimuli = [s._replace(formats=tuple(sorted(set(s.formats) | set(add_formats))))
-               for s in read_stimuli(src_dir)]
+    kit_names = {"all": ("natural", *AWKWARD), "awkward": tuple(AWKWARD)}.get("all" if hdl is True else hdl, ())
+
+    def formats(s):
+        kit = {"hex", HDL_FORMAT} if s.name in kit_names else set()
+        return s._replace(formats=tuple(sorted(set(s.formats) | set(add_formats) | kit)))
+
+    stimuli = [formats(s) for s in read_stimuli(src_dir)]
+    if awkward:
+        have = {s.name for s in stimuli}
+        stimuli += [formats(s) for s in awkward_stimuli() if s.name not in have]
     return build_vectors(vm, stimuli)
 
 

@@ -1,4 +1,4 @@
-"""cocotb test of tools/hdl/fqsr_conv_unit.v against one conv of a golden vector set, reading
+"""cocotb test of tools/hdl/fqsr_conv_unit.v (with fqsr_bitplane_mac.v, fqsr_requantizer.v) against one conv of a golden vector set, reading
 the arrays with NumPy (the .npy files, or the .bin ones where a stimulus has no .npy) and the
 parameters from manifest.json. Needs cocotb (2.x) and Icarus Verilog.
 
@@ -149,7 +149,7 @@ def run(golden: Path, stimulus: str, conv: str, build: Path, rounding: int = 0) 
     from cocotb_tools.runner import get_results, get_runner
     _, params, _ = conv_setup(golden, stimulus, conv)
     runner = get_runner("icarus")
-    runner.build(sources=[HERE / "fqsr_conv_unit.v"], hdl_toplevel=TOP, build_dir=build, always=True,
+    runner.build(sources=[HERE / f for f in ("fqsr_conv_unit.v", "fqsr_bitplane_mac.v", "fqsr_requantizer.v")], hdl_toplevel=TOP, build_dir=build, always=True,
                  timescale=("1ns", "1ps"),
                  parameters={**params, "ROUNDING": rounding})
     results = build / "results.xml"

@@ -7,6 +7,7 @@
 // directory holding it under that name); every file name in it is relative to the set
 // directory, so run the simulation there. tools/hdl/Makefile does both:
 //     make -C tools/hdl SET=vectors/corner_x2_4-4-8 STIMULUS=natural CONV=blocks.0.conv1
+// (SET absolute, relative to the repository root, or relative to tools/hdl).
 // Defines: FQSR_POP_HEX "<stimulus>/<conv>.plane.pop.hex" also checks the plane partials
 // (element n = 0, o = 0, y = H / 2, x = W / 2); FQSR_TIE_HALF_AWAY builds the requantizer
 // with a wrong tie rule (the corner sets must then FAIL); FQSR_FROM_NHWC reads the codes as
@@ -50,12 +51,10 @@ module fqsr_conv_tb;
     always #5 clk = ~clk;
 
     reg start = 0, valid = 0;
-    reg signed [31:0] bias = 0;
-    reg [IN_BITS*CIN-1:0] a_planes = 0;
-    reg [W_BITS*CIN-1:0] b_planes = 0;
+    reg signed [ACC_W-1:0] bias = 0;
     reg [WORDS*64-1:0] words;
-    reg [IN_BITS*CIN-1:0] next_a;
-    reg [W_BITS*CIN-1:0] next_b;
+    reg [IN_BITS*CIN-1:0] next_a, a_planes = 0;
+    reg [W_BITS*CIN-1:0] next_b, b_planes = 0;
     wire signed [ACC_W-1:0] acc;
     wire [PAIRS*POP_W-1:0] pops;
     wire [OUT_BITS-1:0] code;
@@ -95,9 +94,6 @@ module fqsr_conv_tb;
                 next_b[m * CIN +: CIN] = words[CIN-1:0];
             end
 `endif
-            // nonblocking: Verilator 5.006 misses blocking writes from a task to the unit's inputs
-            a_planes <= next_a;
-            b_planes <= next_b;
         end
     endtask
 
@@ -122,7 +118,8 @@ module fqsr_conv_tb;
                     for (ox = 0; ox < W_OUT; ox = ox + 1) begin
                         // one output element: load the bias, then K*K taps
                         @(negedge clk);
-                        start = 1; bias = b_mem[o];
+                        start = 1;
+                        for (w = 0; w < ACC_W; w = w + 1) bias[w] = b_mem[o][(w < 32) ? w : 31];   // sign-extend or cut
                         @(negedge clk);
                         start = 0; valid = 1;
                         for (ky = 0; ky < K; ky = ky + 1)
@@ -131,6 +128,9 @@ module fqsr_conv_tb;
                                 ix = ox + kx - PAD;
                                 set_tap(iy < 0 || iy >= H_IN || ix < 0 || ix >= W_IN,
                                         (n * H_IN + iy) * W_IN + ix, (o * K + ky) * K + kx);
+                                // here, not in the task: Verilator 5.006 misses a task's writes to the unit's inputs
+                                a_planes = next_a;
+                                b_planes = next_b;
                                 @(negedge clk);
                             end
                         valid = 0;

@@ -87,6 +87,7 @@ module fqsr_dpi_conv_check(output int bad, output int checked);
     end
 endmodule
 
+`ifndef FQSR_DPI_NO_REQUANT     // defined by make dpi for a model without requant ops
 module fqsr_dpi_requant_check(output int bad, output int checked);
 `include "fqsr_requant_params.svh"
 `include "fqsr_dpi.svh"
@@ -109,6 +110,7 @@ module fqsr_dpi_requant_check(output int bad, output int checked);
         end
     end
 endmodule
+`endif
 
 module fqsr_dpi_add_check(output int bad, output int checked);
 `include "fqsr_add_params.svh"
@@ -163,7 +165,11 @@ endmodule
 module fqsr_dpi_tb;
     int bad[4], checked[4];
     fqsr_dpi_conv_check conv (.bad(bad[0]), .checked(checked[0]));
+`ifdef FQSR_DPI_NO_REQUANT
+    initial begin bad[1] = 0; checked[1] = 0; end
+`else
     fqsr_dpi_requant_check requant (.bad(bad[1]), .checked(checked[1]));
+`endif
     fqsr_dpi_add_check add (.bad(bad[2]), .checked(checked[2]));
     fqsr_dpi_shuffle_check shuffle (.bad(bad[3]), .checked(checked[3]));
 
