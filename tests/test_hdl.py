@@ -82,6 +82,7 @@ def test_verilator_runs_the_same_testbench(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert last_line(result, "fqsr_conv_tb:") == ("fqsr_conv_tb: PASS 2048 accumulators, 2048 codes, 32 plane "
                                                   "partials (1 x 8 x 16x16, 8-bit x 4-bit)")
+    assert "%Warning" not in result.stdout + result.stderr       # built without -Wno-fatal
 
 
 @pytest.mark.slow
@@ -261,3 +262,105 @@ def test_dpi_testbench_fails_on_a_corrupted_expected_file(dpi_testbench, tmp_pat
     corrupt_line(golden / file, 7)
     run = subprocess.run([str(exe)], cwd=golden, capture_output=True, text=True, timeout=TIMEOUT)
     assert last_line(run, "fqsr_dpi_tb:") == f"fqsr_dpi_tb: {message}"
+
+
+# ---- the friction of issue 26: lint, SET paths, kits of other sets, make dpi defaults -------
+
+UNITS = {      # file -> its module; the units are synthesizable style and lint-clean
+    "fqsr_bitplane_mac.v": "fqsr_bitplane_mac",
+    "fqsr_requantizer.v": "fqsr_requantizer",
+    "fqsr_conv_unit.v": "fqsr_conv_unit",
+}
+
+
+def header_params(path):
+    """{NAME: int} of a kit .svh header (integer localparams only)."""
+    return {k: int(v) for k, v in re.findall(r"^localparam integer (\w+) = (-?\d+);$", path.read_text(), flags=re.M)}
+
+
+def conv_unit_overrides(stimulus, conv):
+    """The -G parameters fqsr_conv_tb.v gives fqsr_conv_unit for one conv of the kit."""
+    p = header_params(KIT / stimulus / f"{conv}.svh")
+    return {"CIN": p["CIN"], "A_BITS": p["IN_BITS"], "A_SIGNED": p["IN_SIGNED"], "B_BITS": p["W_BITS"],
+            "B_SIGNED": 1, "ACC_W": p["ACC_BITS"], "POP_W": p["FAN_IN"].bit_length(), "OUT_BITS": p["OUT_BITS"],
+            "QMIN": p["QMIN"], "QMAX": p["QMAX"]}
+
+
+def lint(top, files, overrides=None):
+    need("verilator", "Debian: apt-get install verilator")
+    args = ["verilator", "--lint-only", "-Wall", "--top-module", top,
+            *[f"-G{k}={v}" for k, v in (overrides or {}).items()], *[str(HDL / f) for f in files]]
+    return subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("conv", [None, ("column", "head"), ("batch", "blocks.0.conv1"), ("batch", "up.0")])
+def test_conv_unit_is_lint_clean(conv):
+    """verilator --lint-only -Wall, no waivers, with the default parameters and with those of
+    the kit's convs (8-bit unsigned image x 4-bit weights; 4 x 4 bits; 32 outputs)."""
+    overrides = conv_unit_overrides(*conv) if conv else None
+    result = lint("fqsr_conv_unit", UNITS, overrides)
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+
+
+def test_make_takes_set_relative_to_the_repository_root(tmp_path):
+    """make -C tools/hdl SET=vectors/... (the example of fqsr_conv_tb.v) runs from the root."""
+    need_icarus()
+    result = subprocess.run(["make", "-C", str(HDL), "SET=vectors/corner_x2_4-4-8", f"BUILD={tmp_path / 'b'}",
+                             "STIMULUS=column", "CONV=blocks.0.conv2"], capture_output=True, text=True,
+                            cwd=ROOT, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert last_line(result, "fqsr_conv_tb:").startswith("fqsr_conv_tb: PASS 72 accumulators")
+
+
+@pytest.fixture(scope="module")
+def kit_448(tmp_path_factory):
+    """The trained 4/4/8 set regenerated with --hdl --awkward (it has no kit of its own)."""
+    out = tmp_path_factory.mktemp("kit448") / "kit"
+    made = subprocess.run([sys.executable, "-m", "fqsr_ref.vectors", "--regenerate",
+                           str(ROOT / "vectors" / "srresnet_x2_4-4-8"), "--hdl", "--awkward", "--out", str(out)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    return out, made.stdout
+
+
+def test_regenerate_with_hdl_and_awkward_writes_the_kit(kit_448, tmp_path):
+    """--regenerate VECDIR --hdl --awkward --out DIR used to print "wrote DIR" and write no kit."""
+    out, stdout = kit_448
+    assert "hardware kit:" in stdout
+    for path in ("batch/blocks.0.conv2.svh", "column/head.acc.mem", "natural/params.h",
+                 "batch/blocks.0.conv2.plane.pop.hex", "weights/head.w.planes.mem"):
+        assert (out / path).is_file(), path
+    assert subprocess.run([sys.executable, "-m", "fqsr_ref.vectors", "--check", str(out)],
+                          capture_output=True, timeout=TIMEOUT).returncode == 0
+    need_icarus()
+    result = make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", set_dir=out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "16 plane partials" in last_line(result, "fqsr_conv_tb: PASS")
+
+
+def test_add_formats_mem_brings_hex_and_new_set_options_are_refused(tmp_path):
+    from fqsr_ref.vectors.cli import parse_formats
+    assert parse_formats("mem") == ("hex", "mem") and parse_formats("bin") == ("bin",)
+    for extra in (["--corner", "4/4/8"], ["--size", "12"], ["--model", "vectors/srresnet_x2_8-8-8"]):
+        run = subprocess.run([sys.executable, "-m", "fqsr_ref.vectors", "--regenerate", "vectors/srresnet_x2_4-4-8",
+                              *extra, "--out", str(tmp_path / "x")], capture_output=True, text=True, cwd=ROOT,
+                             timeout=TIMEOUT)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1 and extra[0] in run.stderr, run.stderr
+        assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_dpi_defaults_fit_a_model_without_requant_ops(tmp_path):
+    """make dpi on an 8/8/8 kit: its widths all agree, so no requant op; the default picks the
+    ops of the set and leaves the requant check out, saying so."""
+    need("make", "Debian: apt-get install make")
+    need("verilator", "Debian: apt-get install verilator")
+    kit = tmp_path / "kit888"
+    made = subprocess.run([sys.executable, "-m", "fqsr_ref.vectors", "--regenerate",
+                           str(ROOT / "vectors" / "srresnet_x2_8-8-8"), "--hdl", "--awkward", "--out", str(kit)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert made.returncode == 0, made.stderr
+    result = make(tmp_path, "dpi", "STIMULUS=batch", "CONV=blocks.0.conv2", set_dir=kit)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "note: no requant op" in result.stdout and "%Warning" not in result.stdout + result.stderr
+    assert last_line(result, "fqsr_dpi_tb:") == "fqsr_dpi_tb: PASS conv 961, requant 0, add 480, shuffle 1920 values"

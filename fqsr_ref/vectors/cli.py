@@ -2,7 +2,7 @@
 
     python -m fqsr_ref.vectors --out DIR [--checkpoint CKPT | --model VECDIR | --untrained | --corner BITS]
                                [--bits 4/4/8] [--image IMG] [--size 16] [--hdl [awkward]] [--awkward]
-    python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR]
+    python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR] [--add-formats FORMATS] [--hdl] [--awkward]
     python -m fqsr_ref.vectors --check VECDIR
 
 The command line (run by __main__.py): a usage error, unusable input (a manifest of
@@ -31,7 +31,9 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="vector directory to write (replaced atomically)")
     p.add_argument("--checkpoint", help="quantized checkpoint (.npz) to convert; default: the bundled model")
-    p.add_argument("--model", help="take the integer model from this vector directory")
+    p.add_argument("--model", metavar="VECDIR",
+                   help="take the integer model from this vector directory (its stimuli are not read: "
+                        "the new set gets the standard ones; --regenerate keeps them)")
     p.add_argument("--untrained", action="store_true",
                    help="build the untrained tiny model of --bits (how the bundled sets were first made)")
     p.add_argument("--bits", default="4/4/8", choices=BUNDLED_BITS, help="which bundled model (default 4/4/8)")
@@ -57,20 +59,36 @@ def build_parser():
                         ", ".join(f"{n} {'x'.join(map(str, s))}" for n, (s, _) in AWKWARD.items()) +
                         " (N x C x H x W)")
     p.add_argument("--regenerate", metavar="VECDIR",
-                   help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR)")
+                   help="rebuild VECDIR from its own model and inputs (into --out, default VECDIR); with "
+                        "--hdl and --awkward it gains the kit and the awkward stimuli")
     p.add_argument("--add-formats", metavar="FORMATS", default="",
                    help="with --regenerate: formats every stimulus gains (a comma list of npy, bin, hex, "
-                        "mem), e.g. hex for the synthetic stimuli of an older set")
+                        "mem; mem brings hex, which the plane partials need), e.g. hex for the synthetic "
+                        "stimuli of an older set")
     p.add_argument("--check", metavar="VECDIR",
                    help="rebuild VECDIR in memory and compare byte for byte; exit 1 if it differs")
     return p
 
 
 def parse_formats(text: str) -> tuple:
-    formats = tuple(sorted(set(f.strip() for f in text.split(",") if f.strip())))
-    if not formats or not set(formats) <= set(FORMATS + (HDL_FORMAT,)):
+    """A comma list of formats; mem brings hex (the kit's plane partials are .hex files)."""
+    formats = set(f.strip() for f in text.split(",") if f.strip())
+    if not formats or not formats <= set(FORMATS + (HDL_FORMAT,)):
         raise ValueError(f"formats {text!r}: expected a comma list of {FORMATS + (HDL_FORMAT,)}")
-    return formats
+    return tuple(sorted(formats | ({"hex"} if HDL_FORMAT in formats else set())))
+
+
+# options of a new set that --regenerate (which keeps the set's own model and stimuli) cannot use
+NEW_SET_ONLY = ("checkpoint", "model", "untrained", "corner", "image", "crop", "size", "stimulus_size",
+                "formats", "stimulus_formats", "bits")
+
+
+def check_regenerate_options(args, parser) -> None:
+    given = [name for name in NEW_SET_ONLY if getattr(args, name) != parser.get_default(name)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ValueError(f"{flag} makes a new set; --regenerate keeps {args.regenerate}'s own model and "
+                         f"stimuli (a new set from its model: --model {args.regenerate} ... --out DIR)")
 
 
 def check_memory(vm, stimuli_shapes) -> None:
@@ -99,6 +117,8 @@ def natural_image(args):
 
 
 def run(args) -> int:
+    if args.regenerate:
+        check_regenerate_options(args, build_parser())
     if args.check:
         diff = compare_tree(args.check, regenerate(args.check))
         for rel in diff:
@@ -110,8 +130,10 @@ def run(args) -> int:
     if args.regenerate:
         check_out(args.out or args.regenerate)
         add = parse_formats(args.add_formats) if args.add_formats else ()
-        out = write_tree(args.out or args.regenerate, regenerate(args.regenerate, add))
-        print(f"wrote {out}")
+        files = regenerate(args.regenerate, add, hdl=args.hdl, awkward=args.awkward)
+        out = write_tree(args.out or args.regenerate, files)
+        kit = sum(1 for path in files if path.endswith((".mem", ".svh")))
+        print(f"wrote {out}" + (f" (hardware kit: {kit} .mem and .svh files)" if kit else ""))
         return 0
     if not args.out:
         raise ValueError("--out DIR is required (or --regenerate / --check)")
