@@ -29,6 +29,7 @@ manifest   the manifest's tensor and op entries, its canonical JSON, model.txt
 build      running the model on each stimulus into every file of a set; regenerate
 hdl        the hardware kit: .mem memories at the code's width (element, NHWC/OHWI words,
            bit-plane words) and per-op .svh / .h parameter headers
+stream     stream-order vectors of a stored set (--stream): AXI-Stream beats, skip FIFO depths, strips
 cli        the command line (python -m fqsr_ref.vectors)
 
 Imports point one way: encodings <- store <- stimuli, sources <- manifest <- build <- cli,
@@ -44,6 +45,8 @@ _EXPORTS = {
     "cli": ("build_parser", "main", "natural_image", "parse_formats", "run"),
     "encodings": ("FORMATS", "encode", "hex_bytes", "little_endian", "npy_bytes", "sha256", "storage_dtype"),
     "hdl": ("HDL_FORMAT", "Kit", "mem_text", "packed_words", "acc_bits", "op_params"),
+    "stream": ("STREAM_INDEX", "StreamBuilder", "beat_words", "branch_need", "skip_fifo_depth", "stream_files",
+               "strips"),
     "manifest": ("manifest_bytes", "model_text", "op_entry", "ops_of", "tensor_entries"),
     "record": ("coverage", "im2col_row", "plane_element", "rebuild_accumulator", "rounding_operands",
                "unclamped"),

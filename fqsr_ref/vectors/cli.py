@@ -4,6 +4,7 @@
                                [--bits 4/4/8] [--image IMG] [--size 16] [--hdl [awkward]] [--awkward]
     python -m fqsr_ref.vectors --regenerate VECDIR [--out DIR] [--add-formats FORMATS] [--hdl] [--awkward]
     python -m fqsr_ref.vectors --check VECDIR
+    python -m fqsr_ref.vectors --stream VECDIR --pe P --simd S [--tile-rows T] [--stimulus S] --out DIR
 
 The command line (run by __main__.py): a usage error, unusable input (a manifest of
 the wrong structure included) or running out of memory is one line on stderr and
@@ -65,6 +66,16 @@ def build_parser():
                    help="with --regenerate: formats every stimulus gains (a comma list of npy, bin, hex, "
                         "mem; mem brings hex, which the plane partials need), e.g. hex for the synthetic "
                         "stimuli of an older set")
+    p.add_argument("--stream", metavar="VECDIR",
+                   help="write the stream-order vectors of VECDIR into --out: every tensor as raster-order "
+                        "AXI-Stream beats (--simd / --pe channels a beat, TUSER, TLAST), skip FIFO depths, "
+                        "per-op .stream.svh, and with --tile-rows the strips with their halos "
+                        "(vectors/README.md, 'Stream-order vectors')")
+    p.add_argument("--pe", type=int, default=None, help="with --stream: channels a beat of what an op writes")
+    p.add_argument("--simd", type=int, default=None, help="with --stream: channels a beat of what a conv reads")
+    p.add_argument("--tile-rows", type=int, default=None, help="with --stream: strips of this many LR rows")
+    p.add_argument("--stimulus", action="append", default=None,
+                   help="with --stream: only this stimulus (repeatable; default every one)")
     p.add_argument("--check", metavar="VECDIR",
                    help="rebuild VECDIR in memory and compare byte for byte; exit 1 if it differs")
     return p
@@ -116,7 +127,26 @@ def natural_image(args):
     return image, origin
 
 
+def run_stream(args) -> int:
+    from .stream import STREAM_INDEX, stream_files
+    if not args.out:
+        raise ValueError("--stream needs --out DIR (a new directory, or one written by --stream)")
+    if args.pe is None or args.simd is None:
+        raise ValueError("--stream needs --pe P and --simd S (channels a beat)")
+    check_out(args.out, STREAM_INDEX)
+    files = stream_files(args.stream, args.pe, args.simd, args.tile_rows, args.stimulus)
+    out = write_tree(args.out, files, STREAM_INDEX)
+    beats = sum(text.count(b"\n") for path, text in files.items() if path.endswith(".mem"))
+    print(f"wrote {out}: {sum(p.endswith('.mem') for p in files)} streams, {beats} beats, "
+          f"PE {args.pe}, SIMD {args.simd}" + (f", strips of {args.tile_rows} rows" if args.tile_rows else ""))
+    return 0
+
+
 def run(args) -> int:
+    if args.stream:
+        return run_stream(args)
+    if any(v is not None for v in (args.pe, args.simd, args.tile_rows, args.stimulus)):
+        raise ValueError("--pe, --simd, --tile-rows and --stimulus go with --stream VECDIR")
     if args.regenerate:
         check_regenerate_options(args, build_parser())
     if args.check:

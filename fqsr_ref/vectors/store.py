@@ -21,14 +21,15 @@ READABLE_VERSIONS = (1, 2)   # 2 adds product_bits to the ops and PRODUCT_BITS t
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def write_tree(out_dir, files: dict) -> Path:
+def write_tree(out_dir, files: dict, marker: str = "manifest.json") -> Path:
     """Write files into a temporary directory next to out_dir, then rename it into place.
 
     An existing out_dir is replaced only if it is a vector directory (has
-    manifest.json) or empty, so a mistyped --out cannot wipe unrelated files.
-    A reader sees the old directory or the new one, never a half-written one.
+    manifest.json; a stream directory: `marker` stream.json) or empty, so a mistyped --out
+    cannot wipe unrelated files. A reader sees the old directory or the new one, never a
+    half-written one.
     """
-    out = check_out(out_dir)
+    out = check_out(out_dir, marker)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -41,11 +42,11 @@ def write_tree(out_dir, files: dict) -> Path:
     return out
 
 
-def check_out(out_dir) -> Path:
+def check_out(out_dir, marker: str = "manifest.json") -> Path:
     """out_dir as an absolute path, or ValueError (before any work) if it cannot become a
     vector directory: it exists and is not one, or no folder on its way can be written."""
     out = Path(out_dir).absolute()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / marker).is_file())):
         raise ValueError(f"vectors: {out} exists and is not a vector directory; refusing to replace it")
     parent = out.parent
     while not parent.exists() and parent != parent.parent:
