@@ -364,3 +364,59 @@ def test_dpi_defaults_fit_a_model_without_requant_ops(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "note: no requant op" in result.stdout and "%Warning" not in result.stdout + result.stderr
     assert last_line(result, "fqsr_dpi_tb:") == "fqsr_dpi_tb: PASS conv 961, requant 0, add 480, shuffle 1920 values"
+
+
+# ---- streaming units against the stream vectors (vectors --stream) -------------------------
+
+@pytest.fixture(scope="module")
+def stream_dir(tmp_path_factory):
+    """The stream vectors of the kit set, PE 4, SIMD 8, stimulus batch (2 x 5x3)."""
+    from fqsr_ref.vectors.store import write_tree
+    from fqsr_ref.vectors.stream import STREAM_INDEX, stream_files
+    out = tmp_path_factory.mktemp("stream") / "s"
+    return write_tree(out, stream_files(KIT, pe=4, simd=8, stimuli=["batch"]), STREAM_INDEX)
+
+
+def stream_make(tmp_path, stream, *args):
+    return subprocess.run(["make", "-C", str(HDL), "stream-requant", f"STREAM={stream}", "STIMULUS=batch",
+                           f"BUILD={tmp_path / 'build'}", *args], capture_output=True, text=True, timeout=TIMEOUT)
+
+
+@pytest.mark.parametrize("op", ["blocks.0.conv1.in", "trunk.in", "blocks.0.conv2", "head"])
+def test_stream_requant_passes_under_backpressure(tmp_path, stream_dir, op):
+    """A requant op (codes -> codes) and conv output stages (accumulators -> codes, the
+    PReLU's two multipliers; the head's 8-bit image conv) beat by beat, with random gaps and
+    random backpressure; two seeds, the same verdict."""
+    need_icarus()
+    beats = header_params(stream_dir / "batch" / f"{op}.stream.svh")["OUT_BEATS"]
+    for seed in (1, 7):
+        result = stream_make(tmp_path, stream_dir, f"OP={op}", f"DEFINES=-DFQSR_SEED={seed}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        line = last_line(result, "fqsr_stream_tb:")
+        assert line.startswith(f"fqsr_stream_tb: PASS {beats} beats of 4 lanes, ") and f"seed {seed})" in line
+        cycles = int(re.search(r"(\d+) cycles", line).group(1))
+        assert cycles > beats                # the gaps and stalls cost cycles
+
+
+@pytest.mark.parametrize("op", ["blocks.0.conv1.in", "blocks.0.conv2"])
+def test_stream_requant_fails_with_a_wrong_tie_rule_or_a_changed_beat(tmp_path, stream_dir, op):
+    need_icarus()
+    result = stream_make(tmp_path, stream_dir, f"OP={op}", "DEFINES=-DFQSR_TIE_HALF_AWAY")
+    assert result.returncode != 0
+    found = re.fullmatch(r"fqsr_stream_tb: FAIL (\d+) of (\d+) beats differ, \2 received, \d+ of \d+ sent",
+                         last_line(result, "fqsr_stream_tb:"))
+    assert found and int(found.group(1)) > 0, result.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(stream_dir, copy)
+    out = re.search(r'OUT_STREAM_MEM = "([^"]+)"', (copy / "batch" / f"{op}.stream.svh").read_text()).group(1)
+    corrupt_line(copy / out, 5)
+    result = stream_make(tmp_path, copy, f"OP={op}")
+    assert result.returncode != 0 and "mismatch: beat 5 " in result.stdout
+    assert last_line(result, "fqsr_stream_tb:").startswith("fqsr_stream_tb: FAIL 1 of ")
+
+
+def test_stream_requant_is_lint_clean(stream_dir):
+    for overrides in (None, {"LANES": 3, "IN_BITS": 14, "IN_SIGNED": 1, "OUT_BITS": 4},
+                      {"LANES": 8, "IN_BITS": 8, "IN_SIGNED": 0, "OUT_BITS": 8, "QMIN": 0, "QMAX": 255}):
+        result = lint("fqsr_stream_requant", ["fqsr_stream_requant.v", "fqsr_requantizer.v"], overrides)
+        assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
