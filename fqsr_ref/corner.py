@@ -23,6 +23,18 @@ trained, so that every ratio is a power of two:
 At 16/16/16 the same construction needs int64 accumulators. The float parameters are chosen so that the
 quantizers reproduce the constructed codes exactly; `fqsr_ref.vectors --corner`
 converts them with the ordinary integer conversion.
+
+Exact ties need multipliers with a small odd part (a tie's output is at least half
+the odd part of M), so they cannot catch a port that loses M's low bits or rounds
+the product in floating point. One site can take a full 31-bit multiplier without
+losing any tie: the negative side of `blocks.0.conv1`, whose slope is negative
+(NEG_SIGN -1), so its products are >= 0 and its positive ties come from the other
+side. There NEAR_TIES puts an odd 31-bit multiplier M- and a shift n chosen with two
+accumulators of the `zeros` stimulus (set through the biases of output channels 2
+and 3): acc * M- lands 1..1023 below a tie, past 2^53, where float64 rounds it onto the
+tie, and a little above another, so that a port computing round(acc * M / 2^n) in
+float64 or float32, or holding M to 24 or 16 bits (rounded or truncated), gets at
+least one of the two wrong (`precision_variants`).
 """
 from __future__ import annotations
 
@@ -41,6 +53,12 @@ RATIOS = (Fraction(1, 2), Fraction(3, 4))
 PRELU = {"head": 0.25, "blocks.0.conv1": -0.5, "blocks.1.conv1": 0.5, "up.0": 0.25}
 SEED = 20261128
 
+# The near ties of blocks.0.conv1's negative side (module text): per output bits, the shift n
+# (31 - NEG_SHIFT), the odd 31-bit multiplier M- and the accumulator magnitude a1 with
+# a1 M- = (2 k + 1) 2^(n-1) - d, 1 <= d < 2^10, found by `near_tie_search(n, k_max)`.
+NEAR_SITE, NEAR_CHANNELS = "blocks.0.conv1", (2, 3)
+NEAR_TIES = {4: (59, 1610612733, 536870913), 16: (47, 1083818845, 537138308)}
+
 
 def dyadic(x: Fraction) -> bool:
     """x = k / 2^e: exact in binary floating point."""
@@ -54,6 +72,7 @@ def corner_model(bits: str = "4/4/8", seed: int = SEED):
     rng = np.random.default_rng(seed)
     bits_d, L = bits_of(cfg), layer_specs(cfg)
     scale = {"image.in": Fraction(1)}   # tensor (site) -> scale, exact
+    acc_scales = {}                      # conv -> (accumulator scale, its ratio to the output's)
 
     def activation(site, fmt, s: Fraction):
         assert dyadic(s), (site, s)
@@ -89,6 +108,7 @@ def corner_model(bits: str = "4/4/8", seed: int = SEED):
             params[n + ".b"] = bias
         if spec.act == "prelu":
             params[n + ".prelu"] = np.full(1, PRELU[n])
+        acc_scales[n] = (s_x * s_w, ratio)
         y_fmt = out_format(spec, bits_d)
         if spec.out_bits is not None:
             activation(n + ".out", y_fmt, s_y)
@@ -117,7 +137,77 @@ def corner_model(bits: str = "4/4/8", seed: int = SEED):
     conv(L.tail, u, fmt, Fraction(1))                  # image.out: s = 1 on 0..255 pixels
     for key in [k for k in state if k.endswith(".daia_count")]:
         state[key] = np.asarray(10 ** 6, dtype=state[key].dtype)   # warm-up long over
+    set_near_ties(cfg, params, state, bits_d["fm"], *acc_scales[NEAR_SITE])
     return cfg, params, state
+
+
+def near_tie_search(n: int, k_max: int, lo: int = 2 ** 29, hi: int = 2 ** 30, chunk: int = 1 << 22):
+    """(M, a) with M odd in [2^30, 2^31), a in [lo, hi] and a M = (2 k + 1) 2^(n-1) - d for some
+    k < k_max, 1 <= d < 2^10, where float64 gets the rounding wrong and M rounded to 24 and to
+    16 bits grows (so the product crosses the tie): the first in order of k, then a. NEAR_TIES
+    holds what it returns for (59, 4) and (47, 2^14) (1 s and 5 s)."""
+    for k in range(k_max):
+        t = (2 * k + 1) << (n - 1)
+        a_lo, a_hi = max(lo, t // 2 ** 31 + 1), min(hi, t // 2 ** 30)
+        for start in range(a_lo, a_hi, chunk):
+            a = np.arange(start, min(start + chunk, a_hi), dtype=np.int64)
+            d = t % a
+            m = (t - d) // a
+            ok = (d >= 1) & (d < 1024) & (m & 1 == 1) & (m >= 2 ** 30) & (m < 2 ** 31) & \
+                (m % 2 ** 7 >= 2 ** 6) & (m % 2 ** 15 >= 2 ** 14)
+            for i in np.nonzero(ok)[0]:
+                if precision_variants(int(a[i]), int(m[i]), n)["float64"] != k:
+                    return int(m[i]), int(a[i])
+    return None
+
+
+def precision_variants(a: int, m: int, n: int) -> dict:
+    """rrs(a m, n) (SPEC 6.4) and what ports of lower precision compute instead: the product
+    in float64 or float32 (floor(a * M / 2^n + 1/2)), M held to 24 or 16 bits (rounded half
+    up, or truncated)."""
+    out = {"exact": (a * m + (1 << (n - 1))) >> n}
+    for name, dtype in (("float64", np.float64), ("float32", np.float32)):
+        p = dtype(a) * dtype(m) / dtype(2.0 ** n) + dtype(0.5)
+        out[name] = int(np.floor(p))
+    for bits in (24, 16):
+        drop = 31 - bits
+        for name, held in (("round", ((m + (1 << (drop - 1))) >> drop) << drop), ("trunc", m >> drop << drop)):
+            out[f"m{bits}_{name}"] = (a * held + (1 << (n - 1))) >> n
+    return out
+
+
+def near_tie_accumulators(bits: int) -> tuple:
+    """(n, M-, [a1, a2]): a1 just below a tie (NEAR_TIES), a2 just above another, the first
+    from 2^29 + 2^28 on for which the two together catch every variant of precision_variants."""
+    n, m, a1 = NEAR_TIES[bits]
+    first = precision_variants(a1, m, n)
+    caught = {k for k, v in first.items() if v != first["exact"]}
+    half = 1 << (n - 1)
+    j = ((2 ** 29 + 2 ** 28) * m) >> n
+    while True:       # a2 m - j 2^n - 2^(n-1) in [1, M]: just above the tie of j + 1/2
+        a2 = -(-(j * (1 << n) + half + 1) // m)
+        second = precision_variants(a2, m, n)
+        if caught | {k for k, v in second.items() if v != second["exact"]} == set(first) - {"exact"}:
+            return n, m, [a1, a2]
+        j += 1
+
+
+def set_near_ties(cfg, params, state, bits: int, s_acc: Fraction, ratio: Fraction) -> None:
+    """Give NEAR_SITE's negative side the multiplier of NEAR_TIES (its slope times `ratio`,
+    the accumulator scale s_acc over the output scale, is M- 2^-n) and its channels
+    NEAR_CHANNELS the biases that put their accumulators at -a1 and -a2
+    (near_tie_accumulators) in the interior of the `zeros` stimulus, where the image, and so
+    every tensor up to NEAR_SITE, is the same at every pixel of any size."""
+    from .integer.model import convert
+    from .integer.run import run_ops
+    n, m, accs = near_tie_accumulators(bits)
+    bias = params[NEAR_SITE + (".beta" if NEAR_SITE + ".beta" in params else ".b")]
+    bias[list(NEAR_CHANNELS)] = 0.0
+    record = {}
+    run_ops(convert(cfg, params, state), np.zeros((1, 3, 3, 3), np.uint8), "plain", record)
+    for o, a in zip(NEAR_CHANNELS, accs):
+        bias[o] = float((-a - int(record[NEAR_SITE + ".acc"][0, o, 1, 1])) * s_acc)
+    params[NEAR_SITE + ".prelu"] = np.full(1, -float(Fraction(m, 2 ** n) / ratio))
 
 
 def weight_codes(rng, shape, n):

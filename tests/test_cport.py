@@ -139,7 +139,7 @@ def files_under(root):
     ("conv trunk trunk.in trunk.out 8 8 3", "conv trunk trunk.in trunk.out 8 8 4", "K 4 is even"),
     ("conv trunk trunk.in trunk.out 8 8 3", "conv trunk trunk.in trunk.out 8 8 5", "PAD 1 is not K / 2 = 2"),
     ("conv trunk trunk.in trunk.out 8 8 3", "conv trunk trunk.in trunk.out 9 8 3", "holds 576 bytes, expected 648"),
-    ("1073741824 -1 -1 4 1 1 4611", "1073741824 -1 0 4 1 1 4611", "NEG_SIGN 0 is neither -1 nor 1"),
+    ("1610612733 -28 -1 4 1 1 894789459", "1610612733 -28 0 4 1 1 894789459", "NEG_SIGN 0 is neither -1 nor 1"),
     ("long_add.out 0 1610612736", "long_add.out 2 1610612736", "BRANCH_RELU 2 out of range [0, 1]"),
     ("up.0.shuffle 2", "up.0.shuffle 3", "factor 3^2 does not divide the 32 channels"),
     ("up.0.shuffle 2", "up.0.shuffle 1", "conv 'tail' has CIN 8 but its input 'up.0.shuffle' has 32 channels"),

@@ -178,7 +178,7 @@ def test_cocotb_test_fails_with_a_wrong_tie_rule(tmp_path):
     result = cocotb_run(tmp_path, "--stimulus", "batch", "--conv", "blocks.0.conv2", "--rounding", "1")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "fqsr_conv_cocotb: FAIL" in result.stdout
-    assert "16 mismatches, first: code [0, 0, 0, 0] of accumulator -1: expected 0, got pattern f" in result.stdout
+    assert "34 mismatches, first: code [0, 0, 0, 0] of accumulator -1: expected 0, got pattern f" in result.stdout
 
 
 # ---- Verilator: the DPI-C golden model -------------------------------------------------------

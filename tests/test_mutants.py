@@ -59,6 +59,10 @@ def acc(x, w, b, rules):
     return M.conv_acc(np.array(x), np.array(w), np.array(b), rules)
 
 
+# A near tie (fqsr_ref/corner.py NEAR_TIES, 4 bits): a * M = 3 * 2^58 - 3, n = 59, so
+# rrs = 1; the product past 2^53 rounds onto the tie in float64, and M rounded to 24 or 16
+# bits grows, so each of the precision mutants gives 2.
+NEAR_A, NEAR_M, NEAR_SHIFT = 536870913, 1610612733, 31 - 59
 X3 = np.arange(1, 10).reshape(1, 1, 3, 3)                        # an asymmetric 3x3 image
 W3 = np.array([[[[1, 2, 0], [0, 0, 0], [0, 0, -1]]]])              # an asymmetric 3x3 kernel
 
@@ -93,12 +97,18 @@ WITNESS = {
     "add_rounded_separately": lambda r: add([1], [1], r, m=1 << 29, m_b=1 << 29),
     "prelu_sign_ignored": lambda r: conv_out([-4], r, sign=-1),
     "prelu_identity": lambda r: conv_out([-16], r, shift_neg=-2),
+    "requant_float64": lambda r: requant([NEAR_A], r, m=NEAR_M, shift=NEAR_SHIFT),
+    "requant_float32": lambda r: requant([NEAR_A], r, m=NEAR_M, shift=NEAR_SHIFT),
+    "multiplier_24_bits": lambda r: requant([NEAR_A], r, m=NEAR_M, shift=NEAR_SHIFT),
+    "multiplier_16_bits": lambda r: requant([NEAR_A], r, m=NEAR_M, shift=NEAR_SHIFT),
 }
 
 # What the trained sets cannot catch: they have no exact rounding tie, no add with
-# Eq. 7's branch ReLU, no accumulator beyond int32. The corner sets catch these.
+# Eq. 7's branch ReLU, no accumulator beyond int32, no product close enough to a tie for
+# float requantization or a 24-bit multiplier to matter. The corner sets catch these.
 TRAINED_SETS_MISS = {"tie_half_even", "tie_half_away", "tie_half_down", "prelu_magnitude",
-                     "branch_relu_removed", "acc_int32_wrap"}
+                     "branch_relu_removed", "acc_int32_wrap", "requant_float64", "requant_float32",
+                     "multiplier_24_bits"}
 
 
 def test_every_mutation_has_a_witness_and_changes_exactly_one_rule():
@@ -132,6 +142,8 @@ def test_documented_rules_on_the_witnesses():
     x = np.arange(8).reshape(1, 8, 1, 1)
     assert M.shuffle_output(x, 2, CORRECT)[0].tolist() == [[[0, 1], [2, 3]], [[4, 5], [6, 7]]]
     assert acc(X3, W3, [0], CORRECT)[0, 0, 1, 1] == 1 * 1 + 2 * 2 - 9     # correlation, centre pixel
+    assert NEAR_A * NEAR_M == 3 * 2 ** 58 - 3
+    assert requant([NEAR_A], CORRECT, m=NEAR_M, shift=NEAR_SHIFT).tolist() == [1]    # 3/2 - 3/2^59
 
 
 @pytest.mark.parametrize("name", sorted(n for n, m in M.MUTATIONS.items() if m.ties_only))

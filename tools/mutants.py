@@ -70,6 +70,8 @@ class Rules:
     branch_relu: str = "graph"      # Eq. 7's ReLU as the graph says | never | always
     add_multipliers: str = "two"    # two (M for input, BRANCH_M for branch) | one (M for both)
     add_rounding: str = "joint"     # joint: one rounding of the sum | separate: each product rounded, then added
+    requant: str = "exact"          # exact integers | float64 | float32: floor(sum x * M / 2^n + 1/2) in floats
+    multiplier_bits: int = 31       # every M held to this many bits (rounded half up to a multiple of 2^(31-bits))
 
 
 CORRECT = Rules()
@@ -120,6 +122,13 @@ MUTATIONS = {m.name: m for m in [
        add_rounding="separate"),
     _m("prelu_sign_ignored", "PReLU", "PReLU's NEG_SIGN ignored (taken as +1)", prelu="sign_ignored"),
     _m("prelu_identity", "PReLU", "PReLU as identity (negative accumulators use M, SHIFT)", prelu="identity"),
+    _m("requant_float64", "precision", "requantization in float64: floor(acc * M / 2^n + 1/2), the product "
+       "rounded to 53 bits", requant="float64"),
+    _m("requant_float32", "precision", "requantization in float32: floor(acc * M / 2^n + 1/2)", requant="float32"),
+    _m("multiplier_24_bits", "precision", "every multiplier held to 24 bits (rounded to a multiple of 2^7)",
+       multiplier_bits=24),
+    _m("multiplier_16_bits", "precision", "every multiplier held to 16 bits (rounded to a multiple of 2^15)",
+       multiplier_bits=16),
 ]}
 
 
@@ -191,6 +200,26 @@ def product(x, m: int) -> np.ndarray:
     return x * I64(m)
 
 
+def held(m: int, rules: Rules = CORRECT) -> int:
+    """The multiplier as the port holds it: all 31 bits, or rounded to rules.multiplier_bits."""
+    drop = 31 - rules.multiplier_bits
+    return int(m) if drop <= 0 else ((int(m) + (1 << (drop - 1))) >> drop) << drop
+
+
+def requantize(terms, n: int, rules: Rules = CORRECT) -> np.ndarray:
+    """rrs(sum of x * M, n) over the (x, M) pairs (SPEC 6.4: one product, or an add's two, one
+    rounding): exact in integers, or as a port computing in floating point would."""
+    terms = [(np.asarray(x, I64), held(m, rules)) for x, m in terms]
+    if rules.requant == "exact":
+        total = product(*terms[0])
+        for x, m in terms[1:]:
+            total = total + product(x, m)
+        return shift_round(total, n, rules)
+    dt = {"float64": np.float64, "float32": np.float32}[rules.requant]
+    value = sum(x.astype(dt) * dt(m) for x, m in terms)
+    return np.floor(value / dt(2.0 ** (n + rules.shift_offset)) + dt(0.5)).astype(I64)
+
+
 def saturate(y, qmin: int, qmax: int, dtype: np.dtype, rules: Rules = CORRECT) -> np.ndarray:
     """The clamp of an op's output (SPEC 6.4) to [qmin, qmax]."""
     y = np.asarray(np.clip(y, -(1 << 62), 1 << 62) if wide(y) else y, I64)
@@ -250,9 +279,9 @@ def conv_output(acc, op: dict, qmin: int, qmax: int, dtype, rules: Rules = CORRE
     pos = acc >= 0
     a_pos, a_neg = acc[pos], acc[~pos]
     y = np.empty_like(acc)
-    y[pos] = shift_round(product(a_pos, m), n, rules)
+    y[pos] = requantize([(a_pos, m)], n, rules)
     if rules.prelu == "signed_product":
-        y[~pos] = shift_round(product(sign * a_neg, m_neg), n_neg, rules)
+        y[~pos] = requantize([(sign * a_neg, m_neg)], n_neg, rules)
     elif rules.prelu == "magnitude":
         p = product(sign * a_neg, m_neg)
         mag = shift_round(np.abs(p), n_neg, rules)
@@ -267,7 +296,7 @@ def conv_output(acc, op: dict, qmin: int, qmax: int, dtype, rules: Rules = CORRE
 
 
 def requant_output(x, op: dict, qmin: int, qmax: int, dtype, rules: Rules = CORRECT) -> np.ndarray:
-    return saturate(shift_round(product(x, op["multiplier"]), 31 - op["shift"], rules), qmin, qmax, dtype, rules)
+    return saturate(requantize([(x, op["multiplier"])], 31 - op["shift"], rules), qmin, qmax, dtype, rules)
 
 
 def add_output(a, b, op: dict, qmin: int, qmax: int, dtype, rules: Rules = CORRECT) -> np.ndarray:
@@ -282,7 +311,7 @@ def add_output(a, b, op: dict, qmin: int, qmax: int, dtype, rules: Rules = CORRE
     m_b = op["branch_multiplier"] if rules.add_multipliers == "two" else op["multiplier"]
     n = 31 - op["shift"]
     if rules.add_rounding == "joint":
-        y = shift_round(product(a, m_a) + product(b, m_b), n, rules)
+        y = requantize([(a, m_a), (b, m_b)], n, rules)
     elif rules.add_rounding == "separate":
         y = shift_round(product(a, m_a), n, rules) + shift_round(product(b, m_b), n, rules)
     else:
