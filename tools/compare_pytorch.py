@@ -1,6 +1,7 @@
 """fqsr_ref beside PyTorch (issues 13 and 14): the import computes what PyTorch computes, and how fast.
 
     OPENBLAS_NUM_THREADS=1 /work/torchvenv/bin/python tools/compare_pytorch.py [--skip-speed] [--bitplane-256]
+    python tools/compare_pytorch.py --upstream-fqsr FQSR_DIR --upstream-edsr EDSR_PYTORCH_DIR
 
 PyTorch is not a dependency of fqsr_ref: run this from a separate venv that has a CPU
 build of torch (`python -m venv tv && tv/bin/pip install torch --index-url
@@ -22,7 +23,25 @@ https://download.pytorch.org/whl/cpu && tv/bin/pip install -e ".[test]"`).
    engine of its PTQ (8/8/8); a training step (batch, L1, Adam) of the full model and
    of the tiny model, PyTorch float vs fqsr_ref's train_step (tools/bench_train.py).
 
-Exit status: 0 agreement; 1 a difference above tolerance; 2 torch missing or bad input.
+3. With --upstream-edsr DIR and/or --upstream-fqsr DIR (issue 23's targets; only these
+   run): the real upstream module code, imported at run time from an extracted checkout
+   (`git archive HEAD | tar -x -C DIR`; nothing of it is kept here). FQSR: its EDSR with
+   --keyword PReLU, quantization off; its common.ResBlock builds the PReLU only when its
+   third_party quantization import succeeds, which needs src/utility.py, which imports
+   matplotlib and cv2 for plotting and image files (an empty module stands in for each
+   one not installed, while importing only). (a) the authors' PReLU EDSR x2 16x64, random
+   weights, imported: max |diff| against PyTorch in float64 (target <= 1e-3). EDSR-PyTorch:
+   the same import check, then an EDSR x2 (--train-blocks x --train-channels) trained
+   --train-steps steps in PyTorch (one thread, seeded, procedural patches), imported and
+   PTQ'd to 8/8/8 by fqsr_ref.quantize: (b) the integer model against the PyTorch float64
+   module on a whole LR --crop crop of a photograph, the border ring the head's padding
+   reaches and the interior apart, with the mean padding and with zero padding (target
+   >= 40 dB, ring no worse than the interior); (c) evaluate's mean PSNR of the PTQ model
+   and of the float import on the whole bundled photographs (target within 0.05 dB).
+
+Exit status: 0 agreement; 1 a difference above tolerance or a target not met; 2 torch
+missing or bad input (an upstream checkout without the modules, or FQSR's quantization
+import failing).
 """
 from __future__ import annotations
 
@@ -193,12 +212,18 @@ if nn is not None:
             return self.conv_output(out)
 
 
+def is_mean_shift(m):
+    """This file's MeanShift or the upstream repositories' (model/common.py), a frozen
+    1x1 conv that randomize must keep."""
+    return isinstance(m, MeanShift) or type(m).__name__ == "MeanShift"
+
+
 def randomize(model, seed):
     """Random weights (PyTorch's default init from `seed`), and random biases, BN affine
     and running statistics and PReLU slopes, so that every imported value matters."""
     torch.manual_seed(seed)
     for m in model.modules():
-        if isinstance(m, MeanShift):
+        if is_mean_shift(m):
             continue
         if isinstance(m, nn.Conv2d):
             m.reset_parameters()
@@ -280,7 +305,7 @@ def exact_mean(model):
     which .double() keeps rounded. Isolates that one departure from the rest."""
     mean = torch.tensor(DIV2K_MEAN, dtype=torch.float64)
     for m in model.modules():
-        if isinstance(m, MeanShift):
+        if is_mean_shift(m):
             r = round(float(m.bias.detach().abs().double()[0] / mean[0]), 4)
             m.bias.data = torch.sign(m.bias.detach().double()) * r * mean
         if isinstance(m, BasicSREDSR):
@@ -363,6 +388,257 @@ def ptq_check(log=print, blocks=16, c=64, calib_batches=4):
         f"{m_imp.psnr:.6f} dB (difference {diff:.1e} dB, tolerance {PSNR_TOL:g}); PTQ 8/8/8 "
         f"{m_q.psnr:.6f} dB (random weights: the PSNR itself means nothing)")
     return diff <= PSNR_TOL
+
+
+# ------------------------------------------------------------ the upstream modules
+# --upstream-edsr DIR / --upstream-fqsr DIR: the real module code of a checkout
+# (thstkdgus35/EDSR-PyTorch, billhhh/FQSR), imported at run time from DIR/src, never
+# copied here. Issue 23's targets are measured with them.
+
+# Top-level names of an upstream src/ directory that shadow each other (both have a
+# `model` package) or nothing of ours: forgotten before and after each import.
+UPSTREAM_NAMES = ("model", "utility", "third_party", "matlab_functions", "option", "template",
+                  "data", "loss", "trainer", "dataloader")
+# Libraries FQSR's src/utility.py imports at module level for plotting and image I/O
+# (draw_hist, save_results); quant.py needs only its draw_quant_hist, which returns at
+# its first line, and AverageMeter. When one is not installed, an empty module stands
+# in for it while the upstream code is imported.
+FQSR_PLOTTING = ("matplotlib", "matplotlib.pyplot", "cv2", "imageio")
+
+
+def upstream_src(root):
+    """DIR or DIR/src, whichever holds model/edsr.py and model/common.py."""
+    for src in (os.path.join(root, "src"), root):
+        if all(os.path.isfile(os.path.join(src, "model", f)) for f in ("edsr.py", "common.py")):
+            return os.path.abspath(src)
+    raise ValueError(f"{root}: no src/model/edsr.py and src/model/common.py (an extracted "
+                     "checkout of EDSR-PyTorch or FQSR, e.g. git archive HEAD | tar -x -C DIR)")
+
+
+def import_upstream(root, placeholders=()):
+    """(model.edsr, model.common, what they printed, the placeholders used) from the
+    checkout at root. The modules stay usable after their names leave sys.modules."""
+    import contextlib
+    import importlib
+    import importlib.util
+    import io
+    import types
+
+    src = upstream_src(root)
+
+    def forget():
+        return {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in UPSTREAM_NAMES}
+
+    saved, added = forget(), []
+    for name in placeholders:
+        parent = name.split(".")[0]
+        if parent in added or importlib.util.find_spec(parent) is None:
+            module = types.ModuleType(name)
+            if name == "matplotlib":
+                module.use = lambda *a, **k: None
+            sys.modules[name] = module
+            if "." in name:
+                setattr(sys.modules[parent], name.split(".", 1)[1], module)
+            added.append(name)
+    sys.path.insert(0, src)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            edsr = importlib.import_module("model.edsr")
+        common = sys.modules["model.common"]
+    finally:
+        sys.path.remove(src)
+        forget()
+        for name in added:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+    return edsr, common, printed.getvalue().strip(), added
+
+
+def upstream_args(blocks, c, scale, rgb_range=255.0, res_scale=1.0, keyword=None):
+    """The options their EDSR reads (option.py's names). keyword: FQSR's --keyword as
+    option.py splits it; quantization off (fm/wt/ot_enable false, their default)."""
+    from types import SimpleNamespace
+    args = SimpleNamespace(n_resblocks=blocks, n_feats=c, scale=[scale], rgb_range=rgb_range,
+                           res_scale=res_scale, n_colors=3)
+    if keyword is not None:
+        args.keyword = list(keyword)
+        args.fm_enable = args.wt_enable = args.ot_enable = False
+    return args
+
+
+def load_fqsr(root, log=print):
+    """FQSR's model.edsr with its third_party quantization import working (so that
+    common.ResBlock builds actv(args), the PReLU of --keyword PReLU)."""
+    edsr, common, printed, added = import_upstream(root, FQSR_PLOTTING)
+    if added:
+        log(f"  FQSR: {', '.join(added)} not installed; an empty module stood in while importing "
+            "(src/utility.py imports them for plotting and image files; quant.py calls only "
+            "draw_quant_hist, which returns at once, and AverageMeter)")
+    if not (common.quantization_enable and edsr.quantization_enable):
+        raise RuntimeError("FQSR's third_party quantization import failed, so its ResBlock "
+                           f"would use ReLU, not PReLU: {printed}")
+    return edsr
+
+
+def border_ring(shape, blocks, stages, scale):
+    """The HR pixels the head's padding reaches: one LR pixel per 3x3 conv (head, two per
+    block, trunk, each upsampler stage), times the scale, plus the tail's one."""
+    reach = (1 + 2 * blocks + 1 + stages) * scale + 1
+    ring = np.ones(shape, bool)
+    ring[reach:-reach, reach:-reach] = False
+    return ring, reach
+
+
+def db(err2):
+    return float(10 * np.log10(255.0 ** 2 / err2.mean()))
+
+
+def train_upstream(model, steps, batch, patch, seed, lr, scale, log):
+    """`steps` of L1 + Adam in PyTorch float32, one thread, on fqsr_ref's procedural
+    patches (batch k drawn from default_rng([seed, k])), images in 0..255."""
+    from fqsr_ref.data.dataset import ProceduralSource
+    torch.manual_seed(seed)
+    model.float().train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    src = ProceduralSource()
+    wall, cpu = time.perf_counter(), time.process_time()
+    losses = []
+    for k in range(steps):
+        lr_np, hr_np = src.sample(np.random.default_rng([seed, k]), batch, patch, scale)
+        x = torch.from_numpy(np.ascontiguousarray(lr_np, np.float32) * 255)
+        y = torch.from_numpy(np.ascontiguousarray(hr_np, np.float32) * 255)
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.l1_loss(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    log(f"  trained {steps} steps (batch {batch} of {patch}x{patch} procedural LR patches, Adam lr {lr:g}, "
+        f"seed {seed}): L1 {np.mean(losses[:10]):.2f} -> {np.mean(losses[-10:]):.2f} (0..255, mean of 10 steps); "
+        f"{wall:.0f} s wall, {cpu:.0f} s CPU (CPU / wall {cpu / wall:.2f}, torch threads "
+        f"{torch.get_num_threads()})")
+    # One thread claimed: CPU time can fall short of wall time (other jobs on the
+    # cores), never exceed it by more than timer noise.
+    assert cpu <= 1.1 * wall + 0.5, f"training used more than one core: CPU {cpu:.1f} s, wall {wall:.1f} s"
+    return model.eval()
+
+
+def upstream_ptq(model, args, blocks, folder, log, crop, calib_batches, name):
+    """Issue 23's targets (b) and (c) on a trained upstream EDSR: PTQ 8/8/8 of its import
+    (quantize's defaults: DAIA over procedural batches); the integer model against the
+    PyTorch float64 module on a whole photo crop, border ring and interior apart; the
+    fake-quantized model (evaluate --checkpoint) against the float import on the whole
+    bundled photographs."""
+    import dataclasses
+    from fqsr_ref import quantize
+    from fqsr_ref.checkpoint import load_checkpoint, load_upscaler
+    from fqsr_ref.integer.model import convert
+    from fqsr_ref.integer.run import run_image
+    from fqsr_ref.metrics import evaluate_folder
+
+    folder = tempfile.mkdtemp(dir=folder)   # one per model
+    w, q = os.path.join(folder, "trained.safetensors"), os.path.join(folder, "q888.npz")
+    save_state_dict(model, w)
+    wall = time.perf_counter()
+    with contextlib_quiet():
+        code = quantize.main(["--weights", w, "--bits", "8/8/8", "--out", q,
+                              "--calib-batches", str(calib_batches)])
+    if code != 0:
+        log("  quantize failed")
+        return False
+    log(f"  {name}: quantize --bits 8/8/8 --calib-batches {calib_batches} (procedural, 16 x 48x48): "
+        f"{time.perf_counter() - wall:.0f} s")
+    ckpt = load_checkpoint(q)
+    assert ckpt.config.head_pad == "mean", ckpt.config.head_pad
+    scale = ckpt.config.scale
+    # (b) the integer model's output vs PyTorch float64, a whole crop, border included
+    img = read_image(list_images(photos_dir())[0])
+    lr = np.ascontiguousarray(img[:crop, :crop])
+    want = np.clip(torch_forward(model.double(), lr.transpose(2, 0, 1)[None].astype(np.float64) / 255,
+                                 args.rgb_range, args.rgb_range, torch.float64)[0], 0, 255)
+    model.float()
+    ring, reach = border_ring(want.shape[1:], blocks, 1, scale)
+    ok = True
+    for head_pad in ("mean", "zero"):
+        cfg = dataclasses.replace(ckpt.config, head_pad=head_pad)
+        sr = run_image(convert(cfg, ckpt.params, ckpt.state), lr).transpose(2, 0, 1).astype(np.float64)
+        err = (sr - want) ** 2
+        whole, border, interior = db(err), db(err[:, ring]), db(err[:, ~ring])
+        log(f"  (b) integer 8/8/8 vs PyTorch float64, LR {crop}x{crop} crop of "
+            f"{os.path.basename(list_images(photos_dir())[0])} (head_pad {head_pad}"
+            f"{', as imported' if head_pad == 'mean' else ', before issue 23'}): whole {whole:.2f} dB, "
+            f"border ring ({reach} HR pixels) {border:.2f} dB, interior {interior:.2f} dB, "
+            f"max |diff| {np.sqrt(err.max()):.1f}")
+        if head_pad == "mean":
+            good = whole >= 40 and border >= interior - 0.5
+            log(f"      target >= 40 dB whole, ring no worse than the interior: {'met' if good else 'NOT MET'}")
+            ok &= good
+    # (c) PTQ vs the float import, whole photographs (evaluate's protocol, Y, crop = scale)
+    imp = importer.import_weights(w)
+    _, m_imp = evaluate_folder(importer.float_upscaler(imp), photos_dir(), scale)
+    _, m_torch = evaluate_folder(torch_upscaler(model, args.rgb_range, args.rgb_range), photos_dir(), scale)
+    _, m_q = evaluate_folder(load_upscaler(q), photos_dir(), scale)
+    n = len(list_images(photos_dir()))
+    drop = m_q.psnr - m_imp.psnr
+    good = abs(drop) <= 0.05 and abs(m_imp.psnr - m_torch.psnr) <= PSNR_TOL
+    log(f"  (c) mean PSNR (Y) on the {n} whole bundled photographs, x{scale}: PyTorch float32 "
+        f"{m_torch.psnr:.4f} dB, float import {m_imp.psnr:.4f} dB, PTQ 8/8/8 {m_q.psnr:.4f} dB: "
+        f"{drop:+.3f} dB (target within 0.05 dB: {'met' if good else 'NOT MET'})")
+    return ok and good
+
+
+def contextlib_quiet():
+    import contextlib
+    import io
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def upstream_checks(args, log=print):
+    """Issue 23's targets with the upstream modules."""
+    torch.set_num_threads(1)
+    assert torch.get_num_threads() == 1, torch.get_num_threads()
+    ok = True
+    x01 = photo_batch(args.size)
+    with tempfile.TemporaryDirectory() as folder:
+        if args.upstream_fqsr:
+            fq = load_fqsr(args.upstream_fqsr, log)
+            a = upstream_args(16, 64, 2, keyword=["PReLU"])
+            probe = fq.EDSR(a)
+            n_prelu = sum(isinstance(m, nn.PReLU) for m in probe.modules())
+            log(f"  FQSR EDSR (--keyword PReLU, quantization off): {n_prelu} PReLU modules, "
+                f"{sum(1 for k in probe.state_dict() if k.endswith('body.1.weight'))} body.<i>.body.1.weight keys")
+            r = check_case(Case("FQSR EDSR x2 16x64, --keyword PReLU", lambda: fq.EDSR(a), 255.0, 255.0, {}),
+                           x01, folder, seed=3)
+            good = n_prelu == 16 and r["f64"] <= 1e-3 and r["f64_exact_mean"] <= TOL64 and r["f32"] <= TOL32
+            ok &= good
+            log(f"  (a) FQSR EDSR x2 16x64 --keyword PReLU, random weights, {args.size}x{args.size} crop: "
+                f"max |diff| float64 {r['f64']:.1e} (exact mean {r['f64_exact_mean']:.1e}), float32 "
+                f"{r['f32']:.1e} (0..255 units; target float64 <= 1e-3: {'met' if good else 'NOT MET'})")
+            if args.train_steps > 0:   # (b) and (c) on the authors' PReLU EDSR too
+                b, c = args.train_blocks, args.train_channels
+                a = upstream_args(b, c, 2, keyword=["PReLU"])
+                model = train_upstream(fq.EDSR(a), args.train_steps, args.train_batch, args.train_patch,
+                                       seed=6, lr=args.train_lr, scale=2, log=log)
+                ok &= upstream_ptq(model, a, b, folder, log, args.crop, args.calib_batches,
+                                   f"FQSR EDSR x2 {b}x{c} --keyword PReLU")
+        if args.upstream_edsr:
+            ed, _, _, _ = import_upstream(args.upstream_edsr)
+            a = upstream_args(16, 64, 2)
+            r = check_case(Case("EDSR-PyTorch EDSR x2 16x64", lambda: ed.EDSR(a), 255.0, 255.0, {}),
+                           x01, folder, seed=4)
+            good = r["f64"] <= TOL64_MEAN and r["f64_exact_mean"] <= TOL64 and r["f32"] <= TOL32
+            ok &= good
+            log(f"  EDSR-PyTorch EDSR x2 16x64, random weights: max |diff| float64 {r['f64']:.1e} "
+                f"(exact mean {r['f64_exact_mean']:.1e}), float32 {r['f32']:.1e} {'ok' if good else 'ABOVE TOLERANCE'}")
+            if args.train_steps > 0:
+                b, c = args.train_blocks, args.train_channels
+                a = upstream_args(b, c, 2)
+                model = train_upstream(ed.EDSR(a), args.train_steps, args.train_batch, args.train_patch,
+                                       seed=5, lr=args.train_lr, scale=2, log=log)
+                ok &= upstream_ptq(model, a, b, folder, log, args.crop, args.calib_batches,
+                                   f"EDSR-PyTorch EDSR x2 {b}x{c}")
+    return ok
 
 
 # ------------------------------------------------------------ speed
@@ -491,15 +767,39 @@ def main(argv=None):
     p.add_argument("--bitplane-256", action="store_true", help="also time the bit-plane engine at LR 256")
     p.add_argument("--repeats", type=int, default=3, help="timed rounds per case (default %(default)s)")
     p.add_argument("--size", type=int, default=96, help="LR crop side of the import check (default %(default)s)")
+    u = p.add_argument_group("upstream modules (issue 23's targets; only these checks run when given)")
+    u.add_argument("--upstream-edsr", metavar="DIR", help="an extracted checkout of thstkdgus35/EDSR-PyTorch: "
+                   "its src/model/edsr.py and common.py, imported at run time")
+    u.add_argument("--upstream-fqsr", metavar="DIR", help="an extracted checkout of billhhh/FQSR: its EDSR "
+                   "with --keyword PReLU, quantization off")
+    u.add_argument("--train-steps", type=int, default=300, help="PyTorch training steps of the EDSR "
+                   "(each upstream one given) that is PTQ'd; 0: no training, no PTQ (default %(default)s)")
+    u.add_argument("--train-blocks", type=int, default=4, help="its n_resblocks (default %(default)s)")
+    u.add_argument("--train-channels", type=int, default=32, help="its n_feats (default %(default)s)")
+    u.add_argument("--train-batch", type=int, default=8, help="(default %(default)s)")
+    u.add_argument("--train-patch", type=int, default=32, help="LR patch side (default %(default)s)")
+    u.add_argument("--train-lr", type=float, default=2e-4, help="Adam's learning rate (default %(default)s)")
+    u.add_argument("--calib-batches", type=int, default=20, help="quantize --calib-batches (default %(default)s)")
+    u.add_argument("--crop", type=int, default=96, help="LR crop side of the border check (default %(default)s)")
     args = p.parse_args(argv)
     if torch is None:
         print(f"error: {INSTALL}", file=sys.stderr)
         return 2
-    if args.repeats < 1 or args.size < 8:
-        print("error: --repeats must be >= 1 and --size >= 8", file=sys.stderr)
+    if args.repeats < 1 or args.size < 8 or args.train_steps < 0 or args.calib_batches < 1 or args.crop < 8:
+        print("error: --repeats must be >= 1, --size and --crop >= 8, --train-steps >= 0, "
+              "--calib-batches >= 1", file=sys.stderr)
         return 2
     print(f"torch {torch.__version__}, numpy {np.__version__}, OPENBLAS_NUM_THREADS="
           f"{os.environ.get('OPENBLAS_NUM_THREADS')}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    if args.upstream_edsr or args.upstream_fqsr:
+        print("upstream modules (issue 23), one torch thread:")
+        try:
+            ok = upstream_checks(args)
+        except (ValueError, RuntimeError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print("upstream checks: " + ("all targets met" if ok else "TARGETS NOT MET"))
+        return 0 if ok else 1
     ok = import_check(16, 64, args.size)
     print("PTQ path (EDSR-PyTorch EDSR x2 16x64, random weights):")
     ok &= ptq_check()
