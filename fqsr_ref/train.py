@@ -279,8 +279,10 @@ def run(args) -> int:
     fp = load_checkpoint(args.init) if args.init else None
     if fp is not None:
         check_init(args, fp, fp_cfg)
-        # EDSR's residual scaling is part of the network --init brings (an import's --res-scale)
-        q_cfg = dataclasses.replace(q_cfg, res_scale=fp.config.res_scale, block_act=fp.config.block_act)
+        # EDSR's residual scaling and head padding are part of the network --init brings (an
+        # import's --res-scale, and the mean padding of every PyTorch EDSR import)
+        q_cfg = dataclasses.replace(q_cfg, res_scale=fp.config.res_scale, block_act=fp.config.block_act,
+                                    head_pad=fp.config.head_pad)
     check_step_memory(args, fp_cfg, q_cfg, fp)
     with locked_out_dir(args.out):
         existing = [n for n in CHECKPOINTS if os.path.exists(os.path.join(args.out, n))]

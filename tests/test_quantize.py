@@ -133,6 +133,27 @@ def test_srresnet_ptq_folds_bn_and_fine_tunes(tmp_path, capsys):
     assert load_checkpoint(str(tmp_path / "qat" / "quant.npz")).config.bits == "4/4/8"
 
 
+def test_qat_from_an_import_keeps_its_head_padding(tmp_path):
+    """train --init of an imported EDSR (head_pad "mean") fine-tunes the same network: the
+    padding, like res_scale and block_act, comes with the checkpoint."""
+    from fqsr_ref import train
+    from fqsr_ref.checkpoint import Checkpoint, save_checkpoint
+    from fqsr_ref.models import init_model, preset
+
+    cfg = preset("edsr", 2, blocks=1, channels=4, head_pad="mean", res_scale=0.5, pixel_range=255.0)
+    params, state = init_model(cfg, np.random.default_rng(0))
+    fp = tmp_path / "fp.npz"
+    save_checkpoint(str(fp), Checkpoint(cfg, params, state, {}, {}))
+    hr_dir = tmp_path / "hr"
+    hr_dir.mkdir()
+    write_image(str(hr_dir / "a.png"), np.random.default_rng(4).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    assert train.main(["--init", str(fp), "--arch", "edsr", "--blocks", "1", "--channels", "4", "--bits", "8/8/8",
+                       "--steps", "2", "--warmup-iters", "1", "--batch", "2", "--patch", "8",
+                       "--val-dir", str(hr_dir), "--out", str(tmp_path / "qat")]) == 0
+    q = load_checkpoint(str(tmp_path / "qat" / "quant.npz")).config
+    assert (q.head_pad, q.res_scale, q.bits) == ("mean", 0.5, "8/8/8")
+
+
 def test_ptq_of_an_fqsr_ref_checkpoint(tmp_path, capsys):
     from fqsr_ref.checkpoint import Checkpoint, save_checkpoint
     from fqsr_ref.models import init_model, preset
