@@ -377,8 +377,8 @@ def stream_dir(tmp_path_factory):
     return write_tree(out, stream_files(KIT, pe=4, simd=8, stimuli=["batch"]), STREAM_INDEX)
 
 
-def stream_make(tmp_path, stream, *args):
-    return subprocess.run(["make", "-C", str(HDL), "stream-requant", f"STREAM={stream}", "STIMULUS=batch",
+def stream_make(tmp_path, stream, *args, target="stream-requant", stimulus="batch"):
+    return subprocess.run(["make", "-C", str(HDL), target, f"STREAM={stream}", f"STIMULUS={stimulus}",
                            f"BUILD={tmp_path / 'build'}", *args], capture_output=True, text=True, timeout=TIMEOUT)
 
 
@@ -398,25 +398,116 @@ def test_stream_requant_passes_under_backpressure(tmp_path, stream_dir, op):
         assert cycles > beats                # the gaps and stalls cost cycles
 
 
-@pytest.mark.parametrize("op", ["blocks.0.conv1.in", "blocks.0.conv2"])
-def test_stream_requant_fails_with_a_wrong_tie_rule_or_a_changed_beat(tmp_path, stream_dir, op):
-    need_icarus()
-    result = stream_make(tmp_path, stream_dir, f"OP={op}", "DEFINES=-DFQSR_TIE_HALF_AWAY")
+def stream_fails_with_a_wrong_tie_rule_or_a_changed_beat(tmp_path, stream_dir, op, run):
+    """run(stream, *make args) with the wrong tie rule, then with beat 5 of the op's golden
+    output changed: both FAIL. Returns the copy of the stream directory and that file's path."""
+    result = run(stream_dir, "DEFINES=-DFQSR_TIE_HALF_AWAY")
     assert result.returncode != 0
-    found = re.fullmatch(r"fqsr_stream_tb: FAIL (\d+) of (\d+) beats differ, \2 received, \d+ of \d+ sent",
+    found = re.fullmatch(r"fqsr_stream_tb: FAIL (\d+) of (\d+) beats differ, \2 received, (\d+) of \3 sent",
                          last_line(result, "fqsr_stream_tb:"))
     assert found and int(found.group(1)) > 0, result.stdout
     copy = tmp_path / "copy"
     shutil.copytree(stream_dir, copy)
     out = re.search(r'OUT_STREAM_MEM = "([^"]+)"', (copy / "batch" / f"{op}.stream.svh").read_text()).group(1)
     corrupt_line(copy / out, 5)
-    result = stream_make(tmp_path, copy, f"OP={op}")
+    result = run(copy)
     assert result.returncode != 0 and "mismatch: beat 5 " in result.stdout
     assert last_line(result, "fqsr_stream_tb:").startswith("fqsr_stream_tb: FAIL 1 of ")
+    return copy, out
+
+
+@pytest.mark.parametrize("op", ["blocks.0.conv1.in", "blocks.0.conv2"])
+def test_stream_requant_fails_with_a_wrong_tie_rule_or_a_changed_beat(tmp_path, stream_dir, op):
+    need_icarus()
+    stream_fails_with_a_wrong_tie_rule_or_a_changed_beat(
+        tmp_path, stream_dir, op, lambda stream, *args: stream_make(tmp_path, stream, f"OP={op}", *args))
 
 
 def test_stream_requant_is_lint_clean(stream_dir):
     for overrides in (None, {"LANES": 3, "IN_BITS": 14, "IN_SIGNED": 1, "OUT_BITS": 4},
                       {"LANES": 8, "IN_BITS": 8, "IN_SIGNED": 0, "OUT_BITS": 8, "QMIN": 0, "QMAX": 255}):
         result = lint("fqsr_stream_requant", ["fqsr_stream_requant.v", "fqsr_requantizer.v"], overrides)
+        assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained_stream_dir(tmp_path_factory):
+    """The stream vectors of the trained 4/4/8 set, PE 3 (C = 8 and 16 leave lanes empty),
+    SIMD 8, stimulus noise (1 x 8x8)."""
+    from fqsr_ref.vectors.store import write_tree
+    from fqsr_ref.vectors.stream import STREAM_INDEX, stream_files
+    out = tmp_path_factory.mktemp("stream_trained") / "s"
+    return write_tree(out, stream_files(ROOT / "vectors" / "srresnet_x2_4-4-8", pe=3, simd=8, stimuli=["noise"]),
+                      STREAM_INDEX)
+
+
+STREAM_SETS = {"corner": ("stream_dir", "batch", 4), "trained": ("trained_stream_dir", "noise", 3)}
+OP_TARGETS = {"add": ("stream-add", "ADD_OP"), "shuffle": ("stream-shuffle", "SHUFFLE_OP")}
+
+
+@pytest.mark.parametrize("which", sorted(STREAM_SETS))
+@pytest.mark.parametrize("kind,op", [("add", "blocks.0.add"), ("add", "long_add"), ("shuffle", "up.0.shuffle")])
+def test_stream_add_and_shuffle_pass_under_backpressure(request, tmp_path, which, kind, op):
+    """The residual add (skip and branch, each its own random source; Eq. 7's branch ReLU in the
+    blocks, none on long_add) and the pixel shuffle (beats reordered through two LR rows of
+    storage), every output beat against the golden beats, random gaps and backpressure on every
+    input and the output; two seeds."""
+    need_icarus()
+    fixture, stimulus, lanes = STREAM_SETS[which]
+    stream = request.getfixturevalue(fixture)
+    target, var = OP_TARGETS[kind]
+    beats = header_params(stream / stimulus / f"{op}.stream.svh")["OUT_BEATS"]
+    for seed in (1, 7):
+        result = stream_make(tmp_path, stream, f"{var}={op}", f"DEFINES=-DFQSR_SEED={seed}", target=target,
+                             stimulus=stimulus)
+        assert result.returncode == 0, result.stdout + result.stderr
+        line = last_line(result, "fqsr_stream_tb:")
+        assert line.startswith(f"fqsr_stream_tb: PASS {beats} beats of {lanes} lanes, ") and f"seed {seed})" in line
+        assert int(re.search(r"(\d+) cycles", line).group(1)) > beats
+
+
+def flip_bit(path, index, bit):
+    """Flip bit `bit` of word `index` of a .mem file (one hex word a line)."""
+    lines = path.read_text().splitlines()
+    width = len(lines[index])
+    lines[index] = f"{int(lines[index], 16) ^ (1 << bit):0{width}x}"
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("op", ["blocks.0.add", "long_add"])
+def test_stream_add_fails_with_a_wrong_tie_rule_a_changed_beat_or_streams_out_of_step(tmp_path, stream_dir, op):
+    need_icarus()
+    run = lambda stream, *args: stream_make(tmp_path, stream, f"ADD_OP={op}", *args, target="stream-add")
+    copy, out = stream_fails_with_a_wrong_tie_rule_or_a_changed_beat(tmp_path, stream_dir, op, run)
+    shutil.copy(stream_dir / out, copy / out)
+    # the branch's TLAST moved off its line end: the data still add up, the markers do not
+    header = copy / "batch" / f"{op}.stream.svh"
+    p = header_params(header)
+    branch = re.search(r'BR_STREAM_MEM = "([^"]+)"', header.read_text()).group(1)
+    flip_bit(copy / branch, 0, p["OUT_LANES"] * p["BR_BITS"] + 1)
+    result = run(copy)
+    assert result.returncode != 0 and "the streams are out of step" in result.stdout
+    assert last_line(result, "fqsr_stream_tb:").startswith("fqsr_stream_tb: FAIL 0 of ")
+
+
+def test_stream_shuffle_fails_on_a_changed_beat(tmp_path, stream_dir):
+    need_icarus()
+    copy = tmp_path / "copy"
+    shutil.copytree(stream_dir, copy)
+    out = re.search(r'OUT_STREAM_MEM = "([^"]+)"', (copy / "batch" / "up.0.shuffle.stream.svh").read_text()).group(1)
+    corrupt_line(copy / out, 37)
+    result = stream_make(tmp_path, copy, target="stream-shuffle")
+    assert result.returncode != 0 and "mismatch: beat 37 " in result.stdout
+    assert last_line(result, "fqsr_stream_tb:").startswith("fqsr_stream_tb: FAIL 1 of ")
+
+
+def test_stream_add_and_shuffle_are_lint_clean():
+    for overrides in (None, {"LANES": 3, "IN_BITS": 4, "BR_BITS": 8, "IN_SIGNED": 0, "OUT_BITS": 4, "QMIN": -7,
+                             "QMAX": 7, "BRANCH_RELU": 1},
+                      {"LANES": 8, "IN_BITS": 16, "BR_BITS": 16, "OUT_BITS": 16, "QMIN": -32767, "QMAX": 32767}):
+        result = lint("fqsr_stream_add", ["fqsr_stream_add.v", "fqsr_requantizer.v"], overrides)
+        assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+    for overrides in (None, {"LANES": 3, "BITS": 8, "CIN": 12, "W_IN": 16},
+                      {"LANES": 8, "BITS": 16, "CIN": 27, "FACTOR": 3, "W_IN": 1}):
+        result = lint("fqsr_stream_shuffle", ["fqsr_stream_shuffle.v"], overrides)
         assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
