@@ -292,3 +292,12 @@ def test_whole_photograph(bits):
     sess = session(IG.integer_graph(model))
     got = sess.run(["image.out"], {"image.in": np.ascontiguousarray(lr.transpose(2, 0, 1)[None])})[0]
     assert np.array_equal(got[0].transpose(1, 2, 0), run_image(model, lr))
+
+
+def test_cli_refuses_a_full_precision_checkpoint(tmp_path):
+    from fqsr_ref.models import init_model
+    cfg = preset("edsr", 2, "32/32/32", blocks=1, channels=4)
+    save_checkpoint(str(tmp_path / "fp.npz"), Checkpoint(cfg, *init_model(cfg, np.random.default_rng(0)), {}, {}))
+    r = cli("--checkpoint", tmp_path / "fp.npz", "--out", tmp_path / "m.onnx")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "fp.npz" in r.stderr and "quantize it first" in r.stderr

@@ -59,14 +59,27 @@ def check_out(out: str, overwrite: bool) -> None:
         raise ValueError(f"--out {out}: the folder {folder} does not exist")
 
 
+def load_model(args):
+    """The VectorModel of --checkpoint or --vectors; a conversion error names the file."""
+    from ..vectors.sources import from_checkpoint, read_model
+    if args.vectors:
+        return read_model(args.vectors)
+    try:
+        return from_checkpoint(args.checkpoint)
+    except ValueError as exc:
+        hint = (f"; quantize it first: python -m fqsr_ref.quantize --checkpoint {args.checkpoint} "
+                f"--bits 8/8/8 --out q.npz") if "not fully quantized" in str(exc) else ""
+        message = str(exc) if args.checkpoint in str(exc) else f"--checkpoint {args.checkpoint}: {exc}"
+        raise ValueError(message + hint) from None
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         require_onnx()
         check_opset(args.opset)
         check_out(args.out, args.overwrite)
-        from ..vectors.sources import from_checkpoint, read_model
-        vm = from_checkpoint(args.checkpoint) if args.checkpoint else read_model(args.vectors)
+        vm = load_model(args)
         model = export_model(vm, args.format, args.opset, args.all_outputs)
         data = model.SerializeToString()
         write_atomic(args.out, lambda f: f.write(data))
