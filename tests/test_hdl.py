@@ -511,3 +511,33 @@ def test_stream_add_and_shuffle_are_lint_clean():
                       {"LANES": 8, "BITS": 16, "CIN": 27, "FACTOR": 3, "W_IN": 1}):
         result = lint("fqsr_stream_shuffle", ["fqsr_stream_shuffle.v"], overrides)
         assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+
+
+@pytest.mark.parametrize("conv", ["blocks.0.conv2", "head"])
+def test_conv_testbench_reads_the_rom_images(tmp_path, stream_dir, conv):
+    """make W_ROM=<stream dir>: each tap's weight planes straight from weights/<conv>.w.f8.mem
+    (SIMD 8: one word a tap; the head's 3 channels in 8 lanes) and the biases from
+    <conv>.const.mem, whose constant words must equal the kit header's; a changed weight or
+    constant word FAILs, and so does a ROM narrower than CIN."""
+    need_icarus()
+    result = make(tmp_path, "STIMULUS=batch", f"CONV={conv}", f"W_ROM={stream_dir}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"note: weight planes from {stream_dir}/weights/{conv}.w.f8.mem" in result.stdout
+    assert re.match(r"fqsr_conv_tb: PASS (\d+) accumulators, \1 codes", last_line(result, "fqsr_conv_tb:"))
+    copy = tmp_path / "copy"
+    shutil.copytree(stream_dir, copy)
+    k = header_params(KIT / "batch" / f"{conv}.svh")["K"]
+    corrupt_line(copy / "weights" / f"{conv}.w.f8.mem", k * k // 2)    # output channel 0's centre tap
+    corrupt_line(copy / "weights" / f"{conv}.const.mem", 6)
+    result = make(tmp_path, "STIMULUS=batch", f"CONV={conv}", f"W_ROM={copy}")
+    assert result.returncode != 0 and "mismatch: constant ROM word 6 " in result.stdout
+    assert re.match(r"fqsr_conv_tb: FAIL [1-9]\d* of ", last_line(result, "fqsr_conv_tb:")), result.stdout
+
+
+def test_conv_testbench_refuses_a_rom_narrower_than_cin(tmp_path):
+    need_icarus()
+    from fqsr_ref.vectors.store import write_tree
+    from fqsr_ref.vectors.stream import STREAM_INDEX, stream_files
+    narrow = write_tree(tmp_path / "s4", stream_files(KIT, pe=4, simd=4, stimuli=["batch"]), STREAM_INDEX)
+    result = make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", f"W_ROM={narrow}")
+    assert result.returncode != 0 and "does not fit one ROM word of 4 channels" in result.stdout

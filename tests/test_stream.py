@@ -141,3 +141,65 @@ def test_stream_command_line(tmp_path, capsys):
     assert main(["--pe", "2", "--out", str(tmp_path / "u")]) == 2
     assert "--stream" in capsys.readouterr().err
     assert not (tmp_path / "t").exists() and not (tmp_path / "u").exists()
+
+
+# ---- weight and constant ROM images (weights/ of a stream directory) ------------------------
+# The readers are written from vectors/README.md ("Weight and constant ROM images").
+
+def rom_words(text: bytes, fmt: str) -> tuple:
+    """(words, word_bits or None) of a .mem, .coe or .mif image."""
+    lines = text.decode("ascii").splitlines()
+    if fmt == "mem":
+        return [int(ln, 16) for ln in lines], None
+    if fmt == "coe":
+        body = [ln for ln in lines if not ln.startswith(";")]
+        assert body[0] == "memory_initialization_radix=16;" and body[1] == "memory_initialization_vector="
+        vector = "".join(body[2:])
+        assert vector.endswith(";")
+        return [int(w, 16) for w in vector[:-1].split(",")], None
+    head = dict(ln.rstrip(";").split("=") for ln in lines if "=" in ln)
+    assert head["ADDRESS_RADIX"] == "UNS" and head["DATA_RADIX"] == "HEX"
+    begin, end = lines.index("CONTENT BEGIN"), lines.index("END;")
+    pairs = [ln.strip().rstrip(";").split(" : ") for ln in lines[begin + 1:end]]
+    assert [int(a) for a, _ in pairs] == list(range(int(head["DEPTH"])))
+    return [int(d, 16) for _, d in pairs], int(head["WIDTH"])
+
+
+def signed_of(pattern: int, bits: int) -> int:
+    return pattern - (1 << bits) if pattern >> (bits - 1) else pattern
+
+
+@pytest.mark.parametrize("simd", [8, 3])
+def test_rom_images_rebuild_the_weights_and_constants(streams, simd):
+    """Every conv's weight ROM (one word a tap and SIMD channel group, bit m SIMD + l = bit m of
+    channel g SIMD + l) and constant ROM, in each of .mem, .coe and .mif, read back to the
+    model's weight codes, biases, multipliers, shifts and clamp; SIMD 3 splits 8 channels
+    into groups with empty lanes."""
+    from fqsr_ref.vectors.rom import rom_images
+    from fqsr_ref.vectors.sources import read_model
+    model = read_model(KIT).model
+    files = {k: v for k, v in streams.items() if k.startswith("weights/")} if simd == 8 else rom_images(model, simd)[0]
+    convs = [op for op in model.ops if op.kind == "conv"]
+    assert len(files) == 6 * len(convs)
+    for op in convs:
+        o, i, k, _ = op.weight.shape
+        bits, groups = op.w_bits, -(-i // simd)
+        for fmt in ("mem", "coe", "mif"):
+            words, width = rom_words(files[f"weights/{op.name}.w.f{simd}.{fmt}"], fmt)
+            assert width in (None, bits * simd) and len(words) == o * k * k * groups
+            w = np.zeros((o, groups * simd, k, k), np.int64)
+            for index, word in enumerate(words):
+                assert word >> (bits * simd) == 0
+                tap, g = divmod(index, groups)
+                oo, rest = divmod(tap, k * k)
+                for lane in range(simd):
+                    pattern = sum(((word >> (m * simd + lane)) & 1) << m for m in range(bits))
+                    w[oo, g * simd + lane, rest // k, rest % k] = signed_of(pattern, bits)
+            assert np.array_equal(w[:, :i], op.weight) and not w[:, i:].any(), (op.name, fmt)
+            words, width = rom_words(files[f"weights/{op.name}.const.{fmt}"], fmt)
+            assert width in (None, 32) and len(words) == 8 + o
+            values = [signed_of(x, 32) for x in words]
+            out = model.tensors[op.output]
+            assert values[:8] == [op.multiplier, 31 - op.shift, op.neg_multiplier, 31 - op.neg_shift, op.neg_sign,
+                                  out.qmin, out.qmax, o]
+            assert values[8:] == op.bias.tolist()

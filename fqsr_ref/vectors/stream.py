@@ -7,7 +7,8 @@ channels folded to F lanes a beat (F = SIMD for what a conv reads, PE for what a
 with TUSER (first beat of a frame) and TLAST (last beat of a line) in the word; the depth each
 residual skip FIFO needs in a line-buffered dataflow (skip_fifo_depth); the strips of SPEC 6.9
 for a tile height, each input with its halo rows and its own output rows, which stitch back to
-the whole image.out; per op a `.svh` of its parameters and stream files for a testbench.
+the whole image.out; per op a `.svh` of its parameters and stream files for a testbench;
+every conv's weights and constants as ROM images (rom.py).
 Integer arithmetic only: the tensors are read from the set, the strips run with run_ops.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..integer.tiling import receptive_radius
 from .encodings import sha256
 from .hdl import acc_bits, mem_text, op_params, packed_words, svh_text
 from .manifest import ops_of
+from .rom import rom_images
 from .sources import read_model
 from .store import find_array, read_manifest
 
@@ -167,7 +169,9 @@ class StreamBuilder:
             if isinstance(op, ConvOp):
                 acc = streams[f"{op.name}.acc.f{self.pe}"]
                 p += [("ACC_WORD_BITS", acc["word_bits"]), ("ACC_BEATS", acc["beats"]),
-                      ("ACC_STREAM_MEM", acc["path"])]
+                      ("ACC_STREAM_MEM", acc["path"]), ("W_ROM_GROUPS", -(-op.weight.shape[1] // self.simd)),
+                      ("W_ROM_MEM", f"weights/{op.name}.w.f{self.simd}.mem"),
+                      ("CONST_ROM_MEM", f"weights/{op.name}.const.mem")]
             p += [("IN_STREAM_MEM", src["path"]), ("OUT_STREAM_MEM", dst["path"])]
             if isinstance(op, AddOp):
                 p += [("BR_STREAM_MEM", streams[f"{op.branch}.f{self.pe}"]["path"])]
@@ -210,8 +214,10 @@ class StreamBuilder:
                 entry["tiles"] = dict(tile_rows=self.tile_rows, halo=receptive_radius(self.model),
                                       strips=self.tiles(stim))
             per[stim] = entry
+        rom, rom_index = rom_images(self.model, self.simd)
+        self.files.update(rom)
         cfg = self.model.config
-        index = dict(stream_version=STREAM_VERSION, generator="fqsr_ref.vectors --stream",
+        index = dict(weights=rom_index, stream_version=STREAM_VERSION, generator="fqsr_ref.vectors --stream",
                      source=str(self.root), model=f"{cfg.arch} x{cfg.scale} {cfg.bits}",
                      pe=self.pe, simd=self.simd,
                      word="lane l of a beat in bits [l BITS, (l+1) BITS); TUSER bit LANES*BITS; "

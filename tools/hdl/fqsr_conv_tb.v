@@ -11,7 +11,11 @@
 // Defines: FQSR_POP_HEX "<stimulus>/<conv>.plane.pop.hex" also checks the plane partials
 // (element n = 0, o = 0, y = H / 2, x = W / 2); FQSR_TIE_HALF_AWAY builds the requantizer
 // with a wrong tie rule (the corner sets must then FAIL); FQSR_FROM_NHWC reads the codes as
-// packed words instead of bit planes (below).
+// packed words instead of bit planes (below). FQSR_W_ROM "<path>" with FQSR_ROM_SIMD S (>= CIN)
+// takes each tap's weight planes straight from the ROM image <conv>.w.f<S>.mem of a stream
+// directory (vectors --stream; one word a tap, bit m S + c), and FQSR_CONST_ROM "<path>" the
+// biases from <conv>.const.mem, whose MULT .. COUT words must equal this header's
+// (`make W_ROM=<stream dir>`).
 //
 // It reads the input and weight codes as SPEC 6.7 bit-plane words (IN_PLANES_MEM,
 // W_PLANES_MEM; with FQSR_FROM_NHWC one pixel's channels a word, IN_NHWC_MEM, and one tap's
@@ -46,6 +50,14 @@ module fqsr_conv_tb;
     reg [ACC_BITS-1:0]    acc_mem [0:OUTPUTS-1];
     reg [OUT_BITS-1:0]    out_mem [0:OUTPUTS-1];
     reg [31:0]            pop_mem [0:PAIRS-1];
+`ifdef FQSR_W_ROM
+    reg [W_BITS*`FQSR_ROM_SIMD-1:0] rom_w [0:COUT*K*K-1];
+`endif
+`ifdef FQSR_CONST_ROM
+    reg [31:0]            rom_c [0:8+COUT-1];
+    reg [31:0]            header_c [0:7];
+`endif
+    integer rom_bad = 0;
 
     reg clk = 0;
     always #5 clk = ~clk;
@@ -94,6 +106,11 @@ module fqsr_conv_tb;
                 next_b[m * CIN +: CIN] = words[CIN-1:0];
             end
 `endif
+`ifdef FQSR_W_ROM
+            for (m = 0; m < W_BITS; m = m + 1)
+                for (c = 0; c < CIN; c = c + 1)
+                    next_b[m * CIN + c] = rom_w[tap][m * `FQSR_ROM_SIMD + c];
+`endif
         end
     endtask
 
@@ -110,6 +127,27 @@ module fqsr_conv_tb;
         $readmemh(OUT_MEM, out_mem);
 `ifdef FQSR_POP_HEX
         $readmemh(`FQSR_POP_HEX, pop_mem);
+`endif
+`ifdef FQSR_W_ROM
+        if (CIN > `FQSR_ROM_SIMD) begin
+            rom_bad = rom_bad + 1;
+            $display("mismatch: CIN %0d does not fit one ROM word of %0d channels (a stream written with --simd >= CIN)",
+                     CIN, `FQSR_ROM_SIMD);
+        end
+        $readmemh(`FQSR_W_ROM, rom_w);
+        $display("note: weight planes from %0s", `FQSR_W_ROM);
+`endif
+`ifdef FQSR_CONST_ROM
+        $readmemh(`FQSR_CONST_ROM, rom_c);
+        $display("note: biases from %0s", `FQSR_CONST_ROM);
+        header_c[0] = MULT; header_c[1] = RIGHT_SHIFT; header_c[2] = NEG_MULT; header_c[3] = NEG_RIGHT_SHIFT;
+        header_c[4] = NEG_SIGN; header_c[5] = QMIN; header_c[6] = QMAX; header_c[7] = COUT;
+        for (w = 0; w < 8; w = w + 1)
+            if (rom_c[w] !== header_c[w]) begin
+                rom_bad = rom_bad + 1;
+                $display("mismatch: constant ROM word %0d expected %h got %h", w, header_c[w], rom_c[w]);
+            end
+        for (o = 0; o < COUT; o = o + 1) b_mem[o] = rom_c[8 + o];
 `endif
         acc_bad = 0; code_bad = 0; pop_bad = 0; pops_checked = 0;
         for (n = 0; n < BATCH; n = n + 1)
@@ -161,7 +199,7 @@ module fqsr_conv_tb;
                             end
 `endif
                     end
-        if (acc_bad + code_bad + pop_bad == 0)
+        if (acc_bad + code_bad + pop_bad + rom_bad == 0)
             $display("fqsr_conv_tb: PASS %0d accumulators, %0d codes, %0d plane partials (%0d x %0d x %0dx%0d, %0d-bit x %0d-bit)",
                      OUTPUTS, OUTPUTS, pops_checked, BATCH, COUT, H_OUT, W_OUT, IN_BITS, W_BITS);
         else
