@@ -541,3 +541,126 @@ def test_conv_testbench_refuses_a_rom_narrower_than_cin(tmp_path):
     narrow = write_tree(tmp_path / "s4", stream_files(KIT, pe=4, simd=4, stimuli=["batch"]), STREAM_INDEX)
     result = make(tmp_path, "STIMULUS=batch", "CONV=blocks.0.conv2", f"W_ROM={narrow}")
     assert result.returncode != 0 and "does not fit one ROM word of 4 channels" in result.stdout
+
+
+# ---- issue 26 item 3: the streaming conv and the whole network ------------------------------
+
+def stream_conv_overrides(header):
+    """The parameters fqsr_stream_tb.v gives fqsr_stream_conv for one conv's .stream.svh."""
+    p = header_params(header)
+    return {"CIN": p["CIN"], "COUT": p["COUT"], "K": p["K"], "H": p["H_IN"], "W": p["W_IN"], "SIMD": p["IN_LANES"],
+            "PE": p["OUT_LANES"], "IN_BITS": p["IN_BITS"], "IN_SIGNED": p["IN_SIGNED"], "W_BITS": p["W_BITS"],
+            "ACC_W": p["ACC_BITS"], "OUT_BITS": p["OUT_BITS"], "QMIN": p["QMIN"], "QMAX": p["QMAX"]}
+
+
+@pytest.mark.parametrize("op,seeds", [("blocks.0.conv1", (1, 7)),
+                                      pytest.param("up.0", (1,), marks=pytest.mark.slow)])
+def test_stream_conv_passes_under_backpressure(tmp_path, stream_dir, op, seeds):
+    """fqsr_stream_conv: line buffers, zero padding, weights and constants from the stream
+    directory's ROM images; every output beat and every accumulator beat against the golden
+    beats, random gaps on the input and backpressure on the output (SIMD 8, PE 4: a PReLU conv
+    of 8 channels; slow: up.0's 32 outputs in 8 beats a pixel, about 7 s)."""
+    need_icarus()
+    beats = header_params(stream_dir / "batch" / f"{op}.stream.svh")["OUT_BEATS"]
+    for seed in seeds:
+        result = stream_make(tmp_path, stream_dir, f"CONV_OP={op}", f"DEFINES=-DFQSR_SEED={seed}", target="stream-conv")
+        assert result.returncode == 0, result.stdout + result.stderr
+        line = last_line(result, "fqsr_stream_tb:")
+        assert line.startswith(f"fqsr_stream_tb: PASS {beats} beats of 4 lanes, {beats} accumulator beats, ")
+        assert f"seed {seed})" in line
+
+
+def test_stream_conv_fails_with_a_wrong_tie_rule_or_a_changed_beat(tmp_path, stream_dir):
+    """The wrong tie rule changes codes, not accumulators; a changed accumulator beat and a
+    changed weight word are caught too."""
+    need_icarus()
+    run = lambda stream, *args: stream_make(tmp_path, stream, "CONV_OP=blocks.0.conv2", *args, target="stream-conv")
+    result = run(stream_dir, "DEFINES=-DFQSR_TIE_HALF_AWAY")
+    assert result.returncode != 0
+    found = re.fullmatch(r"fqsr_stream_tb: FAIL (\d+) of 60 beats differ, 0 of 60 accumulator beats differ, "
+                         r"60 received, 30 of 30 sent", last_line(result, "fqsr_stream_tb:"))
+    assert found and int(found.group(1)) > 0, result.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(stream_dir, copy)
+    corrupt_line(copy / "batch" / "blocks.0.conv2.acc.f4.mem", 5)
+    result = run(copy)
+    assert result.returncode != 0 and "mismatch: accumulator beat 5 " in result.stdout
+    assert last_line(result, "fqsr_stream_tb:").startswith("fqsr_stream_tb: FAIL 0 of 60 beats differ, 1 of 60 ")
+    shutil.copy(stream_dir / "batch" / "blocks.0.conv2.acc.f4.mem", copy / "batch" / "blocks.0.conv2.acc.f4.mem")
+    corrupt_line(copy / "weights" / "blocks.0.conv2.w.f8.mem", 4)     # output channel 0's centre tap
+    result = run(copy)
+    assert result.returncode != 0 and re.match(r"fqsr_stream_tb: FAIL \d+ of 60 beats differ, [1-9]\d* of 60 ",
+                                               last_line(result, "fqsr_stream_tb:")), result.stdout
+
+
+def test_stream_conv_is_lint_clean(stream_dir):
+    """verilator --lint-only -Wall, no waivers: the defaults, the head (8-bit unsigned image, 9x9,
+    3 channels in 8 lanes), up.0 (32 outputs), the tail (3 outputs in 4 lanes), odd foldings."""
+    files = ["fqsr_stream_conv.v", "fqsr_bitplane_mac.v", "fqsr_requantizer.v"]
+    for overrides in (None, *(stream_conv_overrides(stream_dir / "batch" / f"{op}.stream.svh")
+                              for op in ("head", "up.0", "tail")),
+                      {"CIN": 5, "COUT": 7, "SIMD": 2, "PE": 3, "ACC_W": 40, "K": 1},
+                      {"CIN": 16, "COUT": 16, "SIMD": 16, "PE": 16, "H": 1, "W": 1, "K": 5}):
+        result = lint("fqsr_stream_conv", files, overrides)
+        assert result.returncode == 0 and result.stdout + result.stderr == "", (overrides, result.stderr)
+    result = lint("fqsr_stream_fifo", ["fqsr_stream_fifo.v"])
+    assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+    for depth in (1, 18, 30):
+        result = lint("fqsr_stream_fifo", ["fqsr_stream_fifo.v"], {"DEPTH": depth, "WIDTH": 34})
+        assert result.returncode == 0 and result.stdout + result.stderr == "", result.stderr
+
+
+def network_make(tmp_path, *args, set_dir=KIT, stimulus="batch"):
+    return subprocess.run(["make", "-C", str(HDL), "network", f"SET={set_dir}", f"STIMULUS={stimulus}",
+                           f"BUILD={tmp_path / 'build'}", f"PYTHON={sys.executable}", *args],
+                          capture_output=True, text=True, timeout=3 * TIMEOUT)
+
+
+@pytest.mark.slow
+def test_network_passes_on_the_corner_set(tmp_path):
+    """make network: the 16 ops of corner_x2_4-4-8 chained (convs, requants, adds with skip FIFOs
+    at stream.json's depths, the shuffle), 2 frames of 5x3 fed with random gaps, image.out
+    backpressured; every op's output beat and every conv's accumulator beat checked (Icarus, about
+    70 s). The skip FIFOs fill to exactly their depth and do not deadlock."""
+    need_icarus()
+    result = network_make(tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.fullmatch(r"fqsr_network_tb: PASS 16 ops, 2100 beats checked \(120 of image.out, 720 accumulator "
+                        r"beats\), \d+ cycles, 2 frames \(random gaps and backpressure, seed 1\)",
+                        last_line(result, "fqsr_network_tb:"))
+    for add, depth in (("blocks.0.add", 18), ("blocks.1.add", 18), ("long_add", 30)):
+        assert re.search(rf"skip FIFO of {re.escape(add)} +high-water {depth} of {depth} beats", result.stdout)
+    assert "frame 1: image.out complete at cycle" in result.stdout
+
+
+def test_network_deadlocks_with_a_skip_fifo_one_beat_short(tmp_path):
+    """The skip FIFOs one beat shallower than stream.json's depth (FIFO_SLACK=-1): the network
+    stalls (column stimulus, 9x1; the watchdog ends it in a few seconds) and says so."""
+    need_icarus()
+    result = network_make(tmp_path, "FIFO_SLACK=-1", stimulus="column")
+    assert result.returncode != 0
+    assert re.search(r"stalled: no beat moved for \d+ cycles from cycle \d+ \(a deadlock\)", result.stdout)
+    assert re.fullmatch(r"fqsr_network_tb: FAIL 0 beats differ, 0 of 36 image.out beats received, \d+ cycles",
+                        last_line(result, "fqsr_network_tb:")), result.stdout
+    assert "skip FIFO of long_add     high-water 5 of 11 beats" in result.stdout
+
+
+@pytest.mark.slow
+def test_network_fails_with_a_wrong_tie_rule(tmp_path):
+    """The tie-rule mutant in every unit: the column stimulus (9x1) FAILs (Icarus, about 16 s)."""
+    need_icarus()
+    result = network_make(tmp_path, "DEFINES=-DFQSR_TIE_HALF_AWAY", stimulus="column")
+    assert result.returncode != 0
+    found = re.fullmatch(r"fqsr_network_tb: FAIL (\d+) beats differ, 36 of 36 image.out beats received, \d+ cycles",
+                         last_line(result, "fqsr_network_tb:"))
+    assert found and int(found.group(1)) > 0, result.stdout
+
+
+@pytest.mark.slow
+def test_network_passes_on_the_trained_set(tmp_path):
+    """The trained srresnet_x2_4-4-8, stimulus noise (8x8), PE 4, compiled by Verilator."""
+    need("verilator", "Debian: apt-get install verilator")
+    result = network_make(tmp_path, "NETWORK_SIM=verilator", set_dir=ROOT / "vectors" / "srresnet_x2_4-4-8",
+                          stimulus="noise")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert last_line(result, "fqsr_network_tb:").startswith("fqsr_network_tb: PASS 16 ops, ")
