@@ -664,3 +664,33 @@ def test_network_passes_on_the_trained_set(tmp_path):
                           stimulus="noise")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert last_line(result, "fqsr_network_tb:").startswith("fqsr_network_tb: PASS 16 ops, ")
+
+
+# ---- cocotb: the whole network driven from Python, golden values from the .npy files ---------
+
+def network_cocotb(tmp_path, *args):
+    return subprocess.run([sys.executable, str(HDL / "fqsr_network_cocotb.py"), "--set", str(KIT),
+                           "--build", str(tmp_path / "network-cocotb"), *args],
+                          capture_output=True, text=True, timeout=3 * TIMEOUT)
+
+
+@pytest.mark.slow
+def test_network_cocotb_passes(tmp_path):
+    """tools/hdl/fqsr_network_cocotb.py: the generated network (-DFQSR_COCOTB) fed from Python
+    with seeded random gaps and backpressure, every op output and conv accumulator beat compared
+    with beats encoded from the .npy files (column, 9x1: about 18 s under Icarus)."""
+    need_cocotb()
+    result = network_cocotb(tmp_path, "--stimulus", "column", "--seed", "3")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert re.search(r"fqsr_network_cocotb: PASS 16 ops, 630 beats checked \(36 of image.out, 216 accumulator "
+                     r"beats\) from the .npy files, \d+ cycles \(random gaps and backpressure, seed 3\)", result.stdout)
+    assert result.stdout.rstrip().endswith("fqsr_network_cocotb: PASS")
+
+
+@pytest.mark.slow
+def test_network_cocotb_fails_with_a_wrong_tie_rule(tmp_path):
+    need_cocotb()
+    result = network_cocotb(tmp_path, "--stimulus", "column", "--rounding", "1")
+    assert result.returncode == 1 and result.stdout.rstrip().endswith("fqsr_network_cocotb: FAIL")
+    found = re.search(r"fqsr_network_cocotb: FAIL (\d+) beats differ, 36 of 36 image.out beats received", result.stdout)
+    assert found and int(found.group(1)) > 0, result.stdout[-3000:]

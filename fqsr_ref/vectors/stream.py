@@ -7,7 +7,8 @@ channels folded to F lanes a beat (F = SIMD for what a conv reads, PE for what a
 with TUSER (first beat of a frame) and TLAST (last beat of a line) in the word; the depth each
 residual skip FIFO needs in a line-buffered dataflow (skip_fifo_depth); the strips of SPEC 6.9
 for a tile height, each input with its halo rows and its own output rows, which stitch back to
-the whole image.out; per op a `.svh` of its parameters and stream files for a testbench;
+the whole image.out; per conv the K x K x CIN window its line buffers present at chosen
+output positions (corners, border middles, the interior pixel); per op a `.svh` of its parameters and stream files for a testbench;
 every conv's weights and constants as ROM images (rom.py).
 Integer arithmetic only: the tensors are read from the set, the strips run with run_ops.
 """
@@ -98,6 +99,36 @@ def skip_fifo_depth(model, add: AddOp, h: int, w: int) -> int:
     return int((q - available + 1).max())
 
 
+def window_positions(h: int, w: int) -> list:
+    """The output positions whose windows are written: ((y, x), labels), raster order, each
+    position once (a small image merges labels): the four corners, the middle pixel of each
+    border row / column, the interior pixel (H//2, W//2)."""
+    named = [("top-left", 0, 0), ("top", 0, w // 2), ("top-right", 0, w - 1),
+             ("left", h // 2, 0), ("interior", h // 2, w // 2), ("right", h // 2, w - 1),
+             ("bottom-left", h - 1, 0), ("bottom", h - 1, w // 2), ("bottom-right", h - 1, w - 1)]
+    out = {}
+    for label, y, x in named:
+        out.setdefault((y, x), []).append(label)
+    return sorted(out.items())
+
+
+def window_codes(x: np.ndarray, y: int, xx: int, k: int, pad_value=None) -> np.ndarray:
+    """(K, K, C) input codes a K x K 'same' window centred on output (y, xx) of image x (C, H, W)
+    sees: tap (ky, kx) = x[:, y + ky - K//2, xx + kx - K//2], outside the image 0 (or the
+    conv's per-channel pad code)."""
+    c, h, w = x.shape
+    p = k // 2
+    out = np.zeros((k, k, c), np.int64)
+    if pad_value is not None:
+        out[:] = np.asarray(pad_value, np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            iy, ix = y + ky - p, xx + kx - p
+            if 0 <= iy < h and 0 <= ix < w:
+                out[ky, kx] = x[:, iy, ix]
+    return out
+
+
 def strips(height: int, tile_rows: int, halo: int) -> list:
     """SPEC 6.9 strips of tile_rows LR rows: (y0, y1, iy0, iy1), input rows [iy0, iy1)."""
     return [(y0, min(height, y0 + tile_rows), max(0, y0 - halo), min(height, y0 + tile_rows + halo))
@@ -180,6 +211,31 @@ class StreamBuilder:
                                         f"{self.pe}; {cfg.arch} x{cfg.scale} {cfg.bits}",
                                         [(k, int(v) if not isinstance(v, str) else v) for k, v in p])
 
+    def windows(self, stim: str) -> dict:
+        """Per conv: the K x K x CIN window at window_positions of every frame, SIMD lanes a word
+        (no marker bits), words in (ky, kx, g) order."""
+        out = {}
+        for op in ops_of(self.model, ConvOp):
+            t = self.model.tensors[op.input]
+            x = find_array(self.root, self.manifest, f"{stim}/{op.input}").astype(np.int64)
+            n, c, h, w = x.shape
+            k = op.weight.shape[2]
+            groups = -(-c // self.simd)
+            entries = []
+            for b in range(n):
+                for (y, xx), where in window_positions(h, w):
+                    win = np.zeros((k, k, groups * self.simd), np.int64)
+                    win[:, :, :c] = window_codes(x[b], y, xx, k, op.pad_value)
+                    words = packed_words(win.reshape(k * k * groups, self.simd), t.bits, t.signed)
+                    path = f"{stim}/windows/{op.name}/n{b}_y{y}_x{xx}.f{self.simd}.mem"
+                    data = mem_text(words, self.simd * t.bits)
+                    self.files[path] = data
+                    entries.append(dict(n=b, y=y, x=xx, where=where, path=path, sha256=sha256(data)))
+            out[op.name] = dict(input=op.input, k=k, cin=c, lanes=self.simd, groups=groups, bits=t.bits,
+                                signed=bool(t.signed), word_bits=self.simd * t.bits, beats=k * k * groups,
+                                pad="zero" if op.pad_value is None else "pad_value", positions=entries)
+        return out
+
     def tiles(self, stim: str) -> list:
         """The strips of tile_rows LR rows: input with halo at SIMD lanes, own output rows at PE."""
         from ..integer.run import run_ops
@@ -209,7 +265,7 @@ class StreamBuilder:
             streams = self.tensor_streams(stim)
             fifos = self.fifo_depths(stim)
             self.op_headers(stim, streams, fifos)
-            entry = dict(streams=streams, skip_fifos=fifos)
+            entry = dict(streams=streams, skip_fifos=fifos, windows=self.windows(stim))
             if self.tile_rows:
                 entry["tiles"] = dict(tile_rows=self.tile_rows, halo=receptive_radius(self.model),
                                       strips=self.tiles(stim))

@@ -146,25 +146,41 @@ if cocotb is not None:
 
 def run(golden: Path, stimulus: str, conv: str, build: Path, rounding: int = 0) -> bool:
     """Build the unit with Icarus, run the cocotb test; True if it passed."""
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_runner
     _, params, _ = conv_setup(golden, stimulus, conv)
     runner = get_runner("icarus")
     runner.build(sources=[HERE / f for f in ("fqsr_conv_unit.v", "fqsr_bitplane_mac.v", "fqsr_requantizer.v")], hdl_toplevel=TOP, build_dir=build, always=True,
                  timescale=("1ns", "1ps"),
                  parameters={**params, "ROUNDING": rounding})
-    results = build / "results.xml"
-    results.unlink(missing_ok=True)
-    try:
-        runner.test(hdl_toplevel=TOP, test_module="fqsr_conv_cocotb", test_dir=HERE, build_dir=build,
-                    results_xml=str(results),
+    return run_test(runner, build / "results.xml", hdl_toplevel=TOP, test_module="fqsr_conv_cocotb",
+                    test_dir=HERE, build_dir=build,
                     extra_env={"FQSR_COCOTB_SET": str(golden), "FQSR_COCOTB_STIMULUS": stimulus,
                                "FQSR_COCOTB_CONV": conv, "PYTHONPATH": str(HERE)})
+
+
+def run_test(runner, results: Path, **test_args) -> bool:
+    """runner.test(**test_args) writing results; True if its tests ran and none failed."""
+    from cocotb_tools.runner import get_results
+    results.unlink(missing_ok=True)
+    try:
+        runner.test(results_xml=str(results), **test_args)
     except SystemExit:         # the runner exits when a test fails; the results file says how
         pass
     if not results.is_file():
         return False
     tests, failed = get_results(results)
     return tests > 0 and failed == 0
+
+
+def preflight(args) -> int:
+    """2 (saying why on stderr) when cocotb is missing or --set is not a vector set, else 0."""
+    if cocotb is None:
+        print("error: cocotb is not installed (pip install cocotb, or pip install -e '.[hdl]')", file=sys.stderr)
+        return 2
+    if not (args.set / "manifest.json").is_file():
+        print(f"error: --set {args.set}: no manifest.json", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv=None) -> int:
@@ -177,11 +193,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounding", type=int, choices=(0, 1), default=0,
                     help="1: a wrong tie rule (half away from zero); the corner sets must then fail")
     args = ap.parse_args(argv)
-    if cocotb is None:
-        print("error: cocotb is not installed (pip install cocotb, or pip install -e '.[hdl]')", file=sys.stderr)
-        return 2
-    if not (args.set / "manifest.json").is_file():
-        print(f"error: --set {args.set}: no manifest.json", file=sys.stderr)
+    if preflight(args):
         return 2
     ok = run(args.set.resolve(), args.stimulus, args.conv, args.build.resolve(), args.rounding)
     print(f"fqsr_conv_cocotb: {'PASS' if ok else 'FAIL'}")

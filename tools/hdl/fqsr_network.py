@@ -13,7 +13,9 @@ op's output compares each beat (data, TUSER, TLAST; a conv also its accumulators
 golden beat of its index. Run it in STREAM_DIR (the .mem paths are relative to it); make -C
 tools/hdl network does all of this. Exit status 2 with one line for a graph it cannot build.
 --fifo-slack N makes every skip FIFO N beats deeper (negative: shallower; the test that one
-pixel less than stream.json's depth deadlocks).
+pixel less than stream.json's depth deadlocks). Compiled with -DFQSR_COCOTB the module has no
+clock, source, sink or run of its own: tools/hdl/fqsr_network_cocotb.py drives clk, rst,
+cocotb_beat, the source's valid and the sink's ready (the probes still count).
 """
 import json
 import re
@@ -95,7 +97,7 @@ def build(stream_dir, stimulus, fifo_slack=0):
     w("module fqsr_network_tb;\n")
     w("`ifdef FQSR_TIE_HALF_AWAY\n    localparam ROUNDING = 1;\n`else\n    localparam ROUNDING = 0;\n`endif\n")
     w("`ifdef FQSR_SEED\n    localparam [31:0] SEED = `FQSR_SEED;\n`else\n    localparam [31:0] SEED = 1;\n`endif\n")
-    w("    localparam SHOW = 5;\n    reg clk = 0, rst = 1;\n    always #5 clk = ~clk;\n")
+    w("    localparam SHOW = 5;\n    reg clk = 0, rst = 1;\n`ifndef FQSR_COCOTB\n    always #5 clk = ~clk;\n`endif\n")
     w("    function [31:0] xorshift;\n        input [31:0] x;\n        reg [31:0] y;\n        begin\n"
       "            y = x ^ (x << 13);\n            y = y ^ (y >> 17);\n            xorshift = y ^ (y << 5);\n"
       "        end\n    endfunction\n")
@@ -124,12 +126,16 @@ def build(stream_dir, stimulus, fifo_slack=0):
     # the source and the sink
     s, k = ident(source), ident(sink)
     w(f"    reg {s}_v = 0;\n    assign {s}_valid = {s}_v;\n")
-    w(f"    wire [{tensors[source][0] * tensors[source][1] + 1}:0] src_beat = {s}_gold[({s}_got < {s}_BEATS) ? {s}_got : 0];\n")
+    sw = tensors[source][0] * tensors[source][1] + 1
+    w("`ifdef FQSR_COCOTB\n    // driven by fqsr_network_cocotb.py: the source beat, its valid, the sink's ready, rst\n"
+      f"    reg [{sw}:0] cocotb_beat = 0;\n    wire [{sw}:0] src_beat = cocotb_beat;\n`else\n")
+    w(f"    wire [{sw}:0] src_beat = {s}_gold[({s}_got < {s}_BEATS) ? {s}_got : 0];\n`endif\n")
     w(f"    assign {{{s}_last, {s}_user, {s}_data}} = src_beat;\n")
     w(f"    reg {k}_r = 0;\n")
+    w("`ifdef FQSR_COCOTB\n    always @(negedge clk) if (!rst) cycles = cycles + 1;\n`else\n")
     w("    always @(negedge clk) if (!rst) begin\n        rs = xorshift(rs);\n        rk = xorshift(rk);\n"
       f"        {s}_v = ({s}_got < {s}_BEATS) && (rs % 3 != 0);\n        {k}_r = (rk % 3 != 0);\n"
-      "        cycles = cycles + 1;   // counted here: the probes at the rising edge read it settled\n    end\n")
+      "        cycles = cycles + 1;   // counted here: the probes at the rising edge read it settled\n    end\n`endif\n")
     # readers of each tensor: the ready/valid each sees (a fork when there are several)
     ready_of = {}          # (op, port) -> the reader's ready wire
     valid_of = {}          # (op, port) -> the valid the reader sees
@@ -223,7 +229,7 @@ def build(stream_dir, stimulus, fifo_slack=0):
     limit = 1000 + 20 * tensors_beats(stream_dir, tensors[source][2]) + 3 * sum(
         prm[op["name"]]["OUT_BEATS"] * (prm[op["name"]]["K"] ** 2 * -(-prm[op["name"]]["CIN"] // meta["simd"]) + 2)
         for op in ops if op["kind"] == "conv")
-    w("    initial begin\n        frame_end[0] = 0;\n")
+    w("`ifndef FQSR_COCOTB\n    initial begin\n        frame_end[0] = 0;\n")
     w("        for (i = 0; i < 2; i = i + 1) @(negedge clk);\n        rst = 0;\n")
     # no beat anywhere for this long: a deadlock (20 times the slowest conv's beat, and more)
     idle = 1000 + 20 * max([prm[op["name"]]["K"] ** 2 * -(-prm[op["name"]]["CIN"] // meta["simd"]) + 2
@@ -257,7 +263,7 @@ def build(stream_dir, stimulus, fifo_slack=0):
       f"            if (cycles >= {limit}) $display(\"stalled: not done within {limit} cycles\");\n"
       f"            $display(\"fqsr_network_tb: FAIL %0d beats differ, %0d of %0d image.out beats "
       f"received, %0d cycles\", bad_total, {k}_got, {total}, cycles);\n        end\n")
-    w("        $finish;\n    end\nendmodule\n")
+    w("        $finish;\n    end\n`endif\nendmodule\n")
     return "".join(v)
 
 
