@@ -137,3 +137,21 @@ def pad_shift(g: GraphBuilder, x_real: str, op, scale: float) -> str:
         return x_real
     p = (np.asarray(op.pad_value, np.float64) * scale).astype(np.float32).reshape(1, -1, 1, 1)
     return g.node("Sub", [x_real, g.const(p, np.float32)])
+
+
+def op_outputs(model, all_outputs: bool) -> list:
+    """Graph output names: image.out, after every other op output when all_outputs."""
+    names = [op.output for op in model.ops if op.output != "image.out"] if all_outputs else []
+    return names + ["image.out"]
+
+
+def image_graph(g: GraphBuilder, model, name: str, outputs: list, dtypes: dict | None = None):
+    """The graph of g: input image.in uint8 (N, 3, H, W), the named outputs NCHW at their
+    resolution, each of its code dtype (or dtypes[name], e.g. an accumulator's)."""
+    from ..integer.requant import code_dtype
+    res, t, dtypes = resolutions(model), model.tensors, dtypes or {}
+
+    def dtype(n):
+        return dtypes[n] if n in dtypes else code_dtype(t[n].qmin, t[n].qmax)
+    return g.onnx.helper.make_graph(g.nodes, name, [nchw_value("image.in", np.uint8, 3)],
+                                    [nchw_value(n, dtype(n), *res[n]) for n in outputs], g.inits)

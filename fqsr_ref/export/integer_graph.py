@@ -26,8 +26,8 @@ import numpy as np
 
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from ..integer.requant import INT32_MAX, INT64_MAX, code_dtype, operand_max_abs
-from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, initializer, nchw_value,
-                     padded_conv_bias, require_onnx, resolutions)
+from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, image_graph, initializer,
+                     op_outputs, padded_conv_bias, require_onnx)
 
 BYTE = 256
 
@@ -210,7 +210,7 @@ def integer_graph(model: IntModel, opset: int = DEFAULT_OPSET, all_outputs: bool
     `image.out` uint8 (N, 3, sH, sW) out, N, H, W dynamic. all_outputs: every op
     output and every conv accumulator is a graph output too, named and typed as in
     a vector set (SPEC 7.1)."""
-    onnx = require_onnx()
+    require_onnx()
     check_opset(opset)
     t = model.tensors
     g = _Graph()
@@ -229,17 +229,9 @@ def integer_graph(model: IntModel, opset: int = DEFAULT_OPSET, all_outputs: bool
             _shuffle(g, op, x)
         else:
             raise ValueError(f"export: unknown op {op!r}")
-    res = resolutions(model)
-    outputs = ["image.out"]
-    if all_outputs:
-        outputs = [op.output for op in model.ops if op.output != "image.out"]
-        outputs += [op.name + ".acc" for op in model.ops if isinstance(op, ConvOp)] + ["image.out"]
-    dtypes = {name: code_dtype(tt.qmin, tt.qmax) for name, tt in t.items()}
-    dtypes.update({op.name + ".acc": np.dtype(op.acc_dtype) for op in model.ops if isinstance(op, ConvOp)})
-    graph = onnx.helper.make_graph(
-        g.nodes, "fqsr_integer",
-        [nchw_value("image.in", np.uint8, 3)],
-        [nchw_value(name, dtypes[name], *res[name]) for name in outputs],
-        g.inits)
+    accs = {op.name + ".acc": np.dtype(op.acc_dtype) for op in model.ops if isinstance(op, ConvOp)}
+    outputs = op_outputs(model, all_outputs)
+    outputs = outputs[:-1] + (list(accs) if all_outputs else []) + outputs[-1:]
+    graph = image_graph(g, model, "fqsr_integer", outputs, accs)
     return finish_model(graph, opset, f"fqsr_ref integer model {model.config.arch} x{model.config.scale} "
                                       f"{model.config.bits}: bit-exact ONNX (docs/SPEC.md 6.10)")

@@ -26,7 +26,8 @@ import numpy as np
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
 from ..integer.requant import code_dtype
 from .common import (DEFAULT_OPSET, INT16_QDQ_OPSET, GraphBuilder, check_opset, finish_model, initializer,
-                     nchw_value, pad_shift, padded_conv_bias, require_onnx, resolutions)
+                     image_graph, nchw_value, op_outputs, pad_shift, padded_conv_bias, require_onnx,
+                     resolutions)
 
 
 def prelu_slope(op: ConvOp):
@@ -174,7 +175,7 @@ def qdq_graph(vm, opset: int = DEFAULT_OPSET, all_outputs: bool = False):
 
     ValueError: codes wider than 8 bits below opset 21 (int16 QuantizeLinear), naming
     the tensor."""
-    onnx = require_onnx()
+    require_onnx()
     check_opset(opset)
     model = vm.model
     if "image.in" not in model.tensors or "image.out" not in model.tensors:
@@ -182,15 +183,7 @@ def qdq_graph(vm, opset: int = DEFAULT_OPSET, all_outputs: bool = False):
     g = _QDQ(model, opset)
     for op in model.ops:
         _emit(g, vm, op)
-    res = resolutions(model)
-    t = model.tensors
-    outputs = [op.output for op in model.ops if op.output != "image.out"] if all_outputs else []
-    outputs.append("image.out")
-    graph = onnx.helper.make_graph(
-        g.nodes, "fqsr_qdq",
-        [nchw_value("image.in", np.uint8, 3)],
-        [nchw_value(name, code_dtype(t[name].qmin, t[name].qmax), *res[name]) for name in outputs],
-        g.inits)
+    graph = image_graph(g, model, "fqsr_qdq", op_outputs(model, all_outputs))
     cfg = model.config
     return finish_model(graph, opset, f"fqsr_ref {cfg.arch} x{cfg.scale} {cfg.bits}: QDQ form "
                                       "(float32 scales, half-to-even rounding: not bit-exact; docs/SPEC.md 6.10)")

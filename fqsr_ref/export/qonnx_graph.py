@@ -37,7 +37,7 @@ import numpy as np
 from ..integer.model import AddOp, ConvOp, RequantOp, ShuffleOp
 from ..integer.requant import code_dtype
 from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, initializer, nchw_value,
-                     pad_shift, padded_conv_bias, require_onnx, resolutions)
+                     image_graph, op_outputs, pad_shift, padded_conv_bias, require_onnx, resolutions)
 from .qdq_graph import prelu_slope
 
 QONNX_DOMAIN = "qonnx.custom_op.general"
@@ -158,16 +158,10 @@ def qonnx_graph(vm, opset: int = DEFAULT_OPSET, all_outputs: bool = False):
     g.quant_tensor(image, "image.in")
     for op in model.ops:
         _emit(g, vm, op)
-    outputs = [op.output for op in model.ops if op.output != "image.out"] if all_outputs else []
-    outputs.append("image.out")
+    outputs = op_outputs(model, all_outputs)
     for name in outputs:
         g.codes(name)
-    res = resolutions(model)
-    graph = onnx.helper.make_graph(
-        g.nodes, "fqsr_qonnx",
-        [nchw_value("image.in", np.uint8, 3)],
-        [nchw_value(name, code_dtype(t[name].qmin, t[name].qmax), *res[name]) for name in outputs],
-        g.inits)
+    graph = image_graph(g, model, "fqsr_qonnx", outputs)
     cfg = model.config
     return finish_model(graph, opset, f"fqsr_ref {cfg.arch} x{cfg.scale} {cfg.bits}: QONNX form "
                                       "(Quant nodes, HALF_UP rounding, float32 scales: not bit-exact; "
