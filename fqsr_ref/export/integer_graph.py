@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..integer.model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
-from ..integer.requant import INT32_MAX, INT64_MAX, code_dtype, operand_max_abs
+from ..integer.requant import INT32_MAX, SPLIT_BITS, code_dtype, operand_max_abs, product_bits, split_exact
 from .common import (DEFAULT_OPSET, GraphBuilder, check_opset, finish_model, image_graph, initializer,
                      op_outputs, padded_conv_bias, require_onnx)
 
@@ -113,24 +113,21 @@ class _Graph(GraphBuilder):
 
 def _requant(g: _Graph, acc: str, bound: int, multiplier: int, shift: int) -> str:
     """round_half_up(acc * M / 2^(31 - shift)) in int64, unclamped (SPEC 6.4), M signed
-    (a negative PReLU slope). bound is the proven max |acc|.
-
-    Where bound * |M| + 2^(n-1) could pass 2^63, the product is formed from the two
-    halves M = Mh 2^16 + Ml (0 <= Ml < 2^16) and
-    floor((A 2^16 + B) / 2^n) = floor((A + floor(B / 2^16)) / 2^(n-16)) with A = acc Mh,
-    B = acc Ml + 2^(n-1): exact in int64 for every |acc| below 2^46.
-    """
+    (a negative PReLU slope). bound is the proven max |acc|. Where the product needs more
+    than 64 bits, it is formed from the 16-bit halves of M as the engines do (SPEC 6.4,
+    requant.split_exact): M = Mh 2^16 + Ml with 0 <= Ml < 2^16 (divmod also for M < 0)."""
     n = 31 - shift
     half = (1 << (n - 1)) if n else 0
-    if bound * abs(multiplier) + half <= INT64_MAX:
+    if product_bits(bound, abs(multiplier), shift) <= 64:
         p = g.node("Mul", [acc, g.const(multiplier, np.int64)])
         return g.floor_div(g.node("Add", [p, g.const(half, np.int64)]) if half else p, n)
-    if n < 16 or bound >= 1 << 46:
+    if not split_exact(bound, shift):
         raise ValueError(f"export: accumulator bound {bound} with shift {shift} cannot be requantized "
                          f"exactly in int64")
-    m_hi, m_lo = divmod(multiplier, 1 << 16)
-    low = g.floor_div(g.node("Add", [g.node("Mul", [acc, g.const(m_lo, np.int64)]), g.const(half, np.int64)]), 16)
-    return g.floor_div(g.node("Add", [g.node("Mul", [acc, g.const(m_hi, np.int64)]), low]), n - 16)
+    m_hi, m_lo = divmod(multiplier, 1 << SPLIT_BITS)
+    low = g.floor_div(g.node("Add", [g.node("Mul", [acc, g.const(m_lo, np.int64)]), g.const(half, np.int64)]),
+                      SPLIT_BITS)
+    return g.floor_div(g.node("Add", [g.node("Mul", [acc, g.const(m_hi, np.int64)]), low]), n - SPLIT_BITS)
 
 
 def _conv(g: _Graph, op: ConvOp, x, want_acc: bool) -> str:

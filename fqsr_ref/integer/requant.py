@@ -338,11 +338,10 @@ def check_fused_requant(name: str, acc_bound_: int, multiplier: int, shift: int)
     """ValueError unless acc_bound * M + 2^(n-1) < 2^63 (n = 31 - shift): then the fused
     kernels' int64 arithmetic is exact for every |acc| <= acc_bound (SPEC 6.4)."""
     _check_multiplier(multiplier, shift)
-    n = 31 - shift
-    worst = int(acc_bound_) * int(multiplier) + ((1 << (n - 1)) if n else 0)
-    if worst > INT64_MAX:
+    bits = product_bits(acc_bound_, multiplier, shift)
+    if bits > 64:
         raise ValueError(f"{name}: accumulator bound {acc_bound_} with multiplier {multiplier} and shift "
-                         f"{shift} needs {worst.bit_length() + 1} bits; int64 arithmetic would overflow")
+                         f"{shift} needs {bits} bits; int64 arithmetic would overflow")
 
 
 @njit(cache=True, inline="always")
