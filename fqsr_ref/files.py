@@ -15,11 +15,11 @@ def temporary_prefix(path) -> str:
     return "." + os.path.basename(path) + ".tmp-"
 
 
-def umask_mode() -> int:
-    """0o666 less the process's umask: the mode open() would give a new file."""
+def umask_mode(base: int = 0o666) -> int:
+    """base less the process's umask: the mode open() (0o666) or mkdir (0o777) would give."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return base & ~mask
 
 
 def write_atomic(path, write, suffix: str = "") -> None:

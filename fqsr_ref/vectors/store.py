@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..files import umask_mode
 from .encodings import sha256
 
 SCHEMA_VERSION = 2
@@ -62,9 +63,7 @@ def _fill_and_swap(out: Path, tmp: Path, files: dict) -> None:
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(tmp, umask_mode(0o777))   # mkdtemp makes 0700 directories whatever the umask
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             try:
