@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from typing import NamedTuple
 
 import numpy as np
 
+from .files import write_atomic
 from .models.config import DIV2K_RGB_MEAN, ModelConfig
 from .models.graph import Pass, cast_floats
 from .models.srnet import init_model, sr_forward
@@ -466,20 +466,12 @@ def export_edsr(cfg: ModelConfig, params: dict, state: dict) -> dict:
 
 
 def save_safetensors(path, tensors: dict, metadata: dict | None = None):
-    """Write atomically (temporary file in the same folder, then rename)."""
-    from safetensors.numpy import save_file
+    """Write atomically (files.write_atomic: temporary file in the same folder, then rename)."""
+    from safetensors.numpy import save
 
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".tmp-", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt", **(metadata or {})})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    data = save(tensors, metadata={"format": "pt", **(metadata or {})})
+    write_atomic(path, lambda f: f.write(data))
 
 
 # ---------------------------------------------------------------------------- float model
