@@ -315,7 +315,7 @@ def initial_model(args, fp_cfg):
 
 def check_step_memory(args, fp_cfg, q_cfg, fp) -> None:
     """Refuse --batch x --patch whose training step would not fit in the available memory,
-    measured on a one-patch probe step of each stage's model (SPEC 5.3)."""
+    measured on a one-patch probe step of each stage's model (SPEC 1.1)."""
     from .memory import available_bytes, size_text
     # float32 weights, their gradients and Adam's two moments, before anything is built
     weights = 16 * conv_weight_count(q_cfg)
