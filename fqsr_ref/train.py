@@ -32,7 +32,7 @@ from .metrics import evaluate_folder, side_by_side
 from .models import ModelConfig, init_model, preset, quantized_start, upscale
 from .models.discriminator import disc_init
 from .models.srnet import conv_weight_count
-from .models.config import ARCHS, BLOCK_ACTS, MAX_BLOCKS, MAX_CHANNELS, SCALES, parse_bits
+from .models.config import ARCHS, BLOCK_ACTS, BN_FOLDS, MAX_BLOCKS, MAX_CHANNELS, SCALES, parse_bits
 from .trainer import (DEAD_WINDOW, DeadParameters, StageOptions, TrainingDiverged, check_resumable,
                       format_duration, step_bytes_per_lr_pixel, train_stage)
 
@@ -122,6 +122,10 @@ def build_parser():
     p.add_argument("--branch-relu", action=argparse.BooleanOptionalAction, default=None,
                    help="quantized model: Eq. 7's y = Q(x) + ReLU(Q(z)) instead of the plain "
                         "residual add (default: the plain add, see docs/SPEC.md 5.2)")
+    p.add_argument("--bn-fold", choices=BN_FOLDS, default=None,
+                   help="quantized SRResNet: where BN's per-channel scale goes, into the weights "
+                        "before they are quantized (Eq. 6) or into a per-channel requantization "
+                        "after the conv (docs/SPEC.md 6.3; default weights)")
     p.add_argument("--requant-image", action="store_true",
                    help="the head conv reads the image requantized to fm bits instead of its "
                         "8-bit codes (default: the 8-bit codes)")
@@ -264,11 +268,13 @@ def run(args) -> int:
     validate(args)
     if args.block_act not in (None, "relu") and args.arch != "edsr":
         raise ValueError(f"--block-act {args.block_act}: EDSR's option ({args.arch} blocks always have PReLU)")
+    if args.bn_fold not in (None, "weights") and args.arch == "edsr":
+        raise ValueError(f"--bn-fold {args.bn_fold}: EDSR has no batch norm")
     fp_cfg = preset(args.arch, args.scale, "32/32/32", args.blocks, args.channels, grid=args.grid,
                     pixel_range=args.fp_pixel_range, block_act=args.block_act or "relu")
     q_cfg = dataclasses.replace(
         fp_cfg.with_bits(args.bits), pixel_range=ModelConfig.pixel_range,
-        requant_image=args.requant_image,
+        requant_image=args.requant_image, bn_fold=args.bn_fold or ModelConfig.bn_fold,
         branch_relu=ModelConfig.branch_relu if args.branch_relu is None else args.branch_relu)
     val_dir = args.val_dir or photos_dir()
     for path in list_images(val_dir):   # fail now, not after training, on an unusable image

@@ -82,12 +82,14 @@ def test_full_precision_gradients(arch, scale, pixel_range, kw):
 # Eq. 7's ReLU sits on quantized values, and the narrow grid has 0 as a level, so
 # with the ReLU a finite difference straddles its kink wherever a code is 0; the
 # dorefa grid has no zero level, so the ReLU case is checked on it.
-@pytest.mark.parametrize("bits,branch_relu,grid", [("4/4/8", True, "dorefa"),
-                                                   ("6/8/8", False, "narrow")])
-def test_quantized_gradients_through_ste(bits, branch_relu, grid):
+# bn_fold "requant": BN's scale after the quantized conv, one gamma negative.
+@pytest.mark.parametrize("bits,branch_relu,grid,bn_fold", [("4/4/8", True, "dorefa", "weights"),
+                                                           ("6/8/8", False, "narrow", "weights"),
+                                                           ("6/8/8", False, "narrow", "requant")])
+def test_quantized_gradients_through_ste(bits, branch_relu, grid, bn_fold):
     """Quantized SRResNet with BN folded, SQCL on: the model chains the STE gradients
     (the quantizer is linearised at the base point, see linearized_quantize)."""
-    fp_cfg = tiny("srresnet", 2, branch_relu=branch_relu, grid=grid)
+    fp_cfg = tiny("srresnet", 2, branch_relu=branch_relu, grid=grid, bn_fold=bn_fold)
     params, state = init_model(fp_cfg, np.random.default_rng(0))
     cfg = fp_cfg.with_bits(bits)
     params, state = quantize_model(params, state, cfg)
@@ -102,6 +104,7 @@ def test_quantized_gradients_through_ste(bits, branch_relu, grid):
             params[key] = rng.standard_normal(params[key].shape) * 0.1
         if key.endswith(".gamma"):
             params[key] = 1 + rng.standard_normal(params[key].shape) * 0.1
+            params[key][0] *= -1 if bn_fold == "requant" else 1
     x = np.random.default_rng(1).random((2, 3, 4, 3))
     # One DAIA pass (warm-up l = 1) gives every interval its Eq. 4 start; shrunk by
     # 0.9 so that no element sits exactly on a clip bound (a kink of Q).
@@ -139,10 +142,12 @@ def test_quantized_model_carries_codes():
     assert "blocks.0.conv2.in" not in ps.codes  # same width: read as is
 
 
-def test_fold_matches_bn_eval():
+@pytest.mark.parametrize("bn_fold", ["weights", "requant"])
+def test_fold_matches_bn_eval(bn_fold):
     """The folded graph (quantized training, Eq. 6) equals conv + BN(eval) of the FP
-    model to 1e-10 in float64 when nothing is quantized."""
-    cfg = tiny("srresnet", 2, blocks=2, channels=3)
+    model to 1e-10 in float64 when nothing is quantized, BN's scale folded into the
+    weights or applied after the conv (bn_fold "requant"; some gammas negative)."""
+    cfg = tiny("srresnet", 2, blocks=2, channels=3, bn_fold=bn_fold)
     params, state = init_model(cfg, np.random.default_rng(0))
     rng = np.random.default_rng(3)
     for key in state:
@@ -151,14 +156,29 @@ def test_fold_matches_bn_eval():
         elif key.endswith("bn_mean"):
             state[key] = rng.standard_normal(state[key].shape) * 0.1
     for key in params:
-        if key.endswith(".gamma"):
-            params[key] = 1 + rng.standard_normal(params[key].shape) * 0.1
+        if key.endswith(".gamma"):   # "requant": some negative (a sign flip per channel)
+            spread = rng.standard_normal(params[key].shape)
+            params[key] = spread if bn_fold == "requant" else 1 + 0.1 * spread
     x = rng.random((2, 3, 5, 5))
     _, y_eval, _ = run_pass(cfg, params, state, x)
     folded = Pass(params, state, cfg)
     folded.fold_bn = True
     y_fold, _ = sr_forward(folded, cfg, x)
     assert np.max(np.abs(y_eval - y_fold)) < 1e-10
+
+
+def test_bn_fold_requant_is_stored_only_when_set_and_refused_by_the_integer_model():
+    from fqsr_ref.integer.model import convert
+    from fqsr_ref.models.config import ModelConfig
+
+    assert "bn_fold" not in tiny("srresnet", 2, "4/4/8").to_json()
+    cfg = tiny("srresnet", 2, "4/4/8", bn_fold="requant")
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="bn_fold 'requant' needs batch norm"):
+        tiny("edsr", 2, bn_fold="requant")
+    params, state = quantize_model(*init_model(cfg, np.random.default_rng(0)), cfg)
+    with pytest.raises(ValueError, match="bn_fold 'requant' .* one multiplier per channel"):
+        convert(cfg, params, state)
 
 
 def test_block_act_is_stored_only_when_set():

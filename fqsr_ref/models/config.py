@@ -22,10 +22,11 @@ BLOCK_ACTS = ("relu", "prelu")
 # would overflow a size computation; what a machine can hold is checked against memory.
 MAX_BLOCKS, MAX_CHANNELS = 4096, 65536
 HEAD_PADS = ("zero", "mean")
+BN_FOLDS = ("weights", "requant")
 
 # Fields added after checkpoints and vector sets were written: stored (JSON, manifest)
 # only when they differ from these defaults, so older files keep their bytes and load.
-OPTIONAL_FIELDS = {"block_act": "relu", "head_pad": "zero"}
+OPTIONAL_FIELDS = {"block_act": "relu", "head_pad": "zero", "bn_fold": "weights"}
 
 
 # The Python types a field may hold, by its annotation (a float field takes an int too).
@@ -57,6 +58,11 @@ class ModelConfig:
     folded into the bias: the convention of the models trained here) or "mean" (the
     image code nearest the mean, round_half_up(255 m): PyTorch's MeanShift before the
     zero-padded head, up to half a code; imports of PyTorch EDSRs). SPEC 5.1.
+    bn_fold: where a quantized model puts BN's per-channel scale gamma / sigma (Eq. 6):
+    "weights" folds it into the conv weights, which are then quantized with one interval
+    per tensor; "requant" quantizes the weights as they are (one interval per tensor, as
+    the authors' code does) and applies the scale per output channel after the conv, in
+    the integer model as one requantization multiplier per channel. SPEC 6.3.
     """
     arch: str = "srresnet"
     scale: int = 2
@@ -73,6 +79,7 @@ class ModelConfig:
     bn_eps: float = 1e-5
     block_act: str = "relu"
     head_pad: str = "zero"
+    bn_fold: str = "weights"
 
     def __post_init__(self):
         for field in dataclasses.fields(self):   # JSON from a file: types first, then values
@@ -105,6 +112,10 @@ class ModelConfig:
         if self.head_pad != "zero" and self.requant_image:
             raise ValueError("model config: head_pad 'mean' pads the 8-bit image codes; "
                              "requant_image (a requantized head input) is not supported with it")
+        if self.bn_fold not in BN_FOLDS:
+            raise ValueError(f"model config: bn_fold {self.bn_fold!r}; expected one of {BN_FOLDS}")
+        if self.bn_fold != "weights" and self.is_edsr:
+            raise ValueError(f"model config: bn_fold {self.bn_fold!r} needs batch norm (EDSR has none)")
         if not (0 <= self.blocks <= MAX_BLOCKS and 1 <= self.channels <= MAX_CHANNELS):
             raise ValueError(f"model config: blocks {self.blocks} and channels {self.channels} must be in "
                              f"0..{MAX_BLOCKS} and 1..{MAX_CHANNELS}")

@@ -65,6 +65,7 @@ class Pass:
         self.pixel_range = cfg.pixel_range
         # A quantized model trains with BN folded into its conv (Eq. 6).
         self.fold_bn = cfg.quantized
+        self.bn_fold = cfg.bn_fold   # into the weights, or per channel after the conv
         self.training = training
         self.alpha = alpha
         self.p = p

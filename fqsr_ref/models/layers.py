@@ -114,23 +114,29 @@ def qconv_forward(ps: Pass, spec: ConvSpec, x, x_fmt: Fmt, bits: dict, in_offset
         x, in_cache = quant_forward(ps, n + ".in", x, x_fmt)
 
     fold_cache = bn_cache = None
-    if spec.bn and ps.fold_bn:
+    w, b = p[n + ".w"], p.get(n + ".b")
+    fold = spec.bn and ps.fold_bn
+    if fold and ps.bn_fold == "weights":
         # Quantized training folds BN into the conv with frozen statistics (Eq. 6),
         # so the weight that is quantized is the weight that is deployed.
-        w, b, fold_cache = fold_forward(p[n + ".w"], None, p[n + ".gamma"], p[n + ".beta"],
-                                        *bn_stats(ps, n, p[n + ".w"].dtype), ps.bn_eps)
-    else:
-        w, b = p[n + ".w"], p.get(n + ".b")
+        w, b, fold_cache = fold_bn_forward(ps, n, w, b)
     w = w.astype(x.dtype, copy=False)
     b = None if b is None else b.astype(x.dtype, copy=False)
     w_fmt = Fmt(bits["wt"], True, n + ".w")
     wq, w_cache = quant_forward(ps, n + ".w", w, w_fmt)
+    channel_scale = 1.0
+    if fold and ps.bn_fold == "requant":
+        # BN's scale s = gamma / sigma after the quantized conv, per output channel (the
+        # integer model's per-channel multiplier): Eq. 6 applied to Q(w), not to w.
+        wq, b, fold_cache = fold_bn_forward(ps, n, wq, b)
+        channel_scale = np.abs(fold_cache.s.astype(np.float64))
     b = fold_offsets(wq, b, in_offset, out_offset)
     s_x, s_w = site_scale(ps, x_fmt), site_scale(ps, w_fmt)
     if b is not None and s_x is not None and s_w is not None:
-        # The deployed bias is an integer at the accumulator scale; train with it
-        # (straight through: db passes unchanged, no gradient to the intervals).
-        bq, _ = quantize_bias(b, s_x * s_w)
+        # The deployed bias is an integer at the accumulator scale (times |s| per channel
+        # with bn_fold "requant"); train with it (straight through: db passes unchanged,
+        # no gradient to the intervals).
+        bq, _ = quantize_bias(b, s_x * s_w * channel_scale)
         if ps.linearize is not None:   # gradient checks: freeze the rounding offset
             bq = b + ps.linearize.setdefault(n + ".bias", bq - b)
         b = bq
@@ -171,6 +177,14 @@ def fold_offsets(wq, b, in_offset, out_offset):
     return b
 
 
+def fold_bn_forward(ps: Pass, name: str, w, b):
+    """Eq. 6 on w (C_out, ...) with the BN's frozen statistics, in w's dtype."""
+    dt = w.dtype
+    return fold_forward(w, b, ps.params[name + ".gamma"].astype(dt, copy=False),
+                        ps.params[name + ".beta"].astype(dt, copy=False), *bn_stats(ps, name, dt),
+                        ps.bn_eps)
+
+
 def bn_stats(ps: Pass, name: str, dtype):
     """The running mean and variance of a BN, in the dtype of the pass."""
     return (ps.state[name + ".bn_mean"].astype(dtype, copy=False),
@@ -196,16 +210,26 @@ def qconv_backward(ps: Pass, dy, cache: QConvCache):
         dwq = dwq - db[:, None, None, None] * cache.in_offset.astype(db.dtype)[None, :, None, None]
     if cache.pad_value is not None:   # the bias term sum(w * pad_value)
         dwq = dwq + db[:, None, None, None] * cache.pad_value.astype(db.dtype)[None, :, None, None]
+    requant = cache.fold_cache is not None and ps.bn_fold == "requant"
+    if requant:   # the scale came after the quantizer
+        dwq = fold_grads(ps, n, dwq, db, cache.fold_cache)
     dw = quant_backward(ps, dwq, cache.w_cache)
-    if cache.fold_cache is not None:
-        dw, _, dgamma, dbeta = fold_backward(dw, db, cache.fold_cache)
-        ps.add_grad(n + ".gamma", dgamma)
-        ps.add_grad(n + ".beta", dbeta)
-    else:
-        if n + ".b" in ps.params:
-            ps.add_grad(n + ".b", db)
+    if cache.fold_cache is not None and not requant:
+        dw = fold_grads(ps, n, dw, db, cache.fold_cache)
+    elif n + ".b" in ps.params:
+        ps.add_grad(n + ".b", db)
     ps.add_grad(n + ".w", dw)
     return quant_backward(ps, dx, cache.in_cache)
+
+
+def fold_grads(ps: Pass, name: str, dw_fold, db_fold, fold_cache):
+    """Backward of fold_bn_forward: adds the gamma, beta (and conv bias) gradients, returns dw."""
+    dw, db, dgamma, dbeta = fold_backward(dw_fold, db_fold, fold_cache)
+    ps.add_grad(name + ".gamma", dgamma)
+    ps.add_grad(name + ".beta", dbeta)
+    if db is not None:
+        ps.add_grad(name + ".b", db)
+    return dw
 
 
 class QAddCache(NamedTuple):
