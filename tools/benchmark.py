@@ -32,6 +32,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # before numpy: one BLAS thread, as the package
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(TOOLS, ".."))
+import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from fqsr_ref.data import photos_dir  # noqa: E402
@@ -61,15 +62,34 @@ def build(blocks=16):
 
 def min_seconds(cases, repeats):
     """Minimum wall time of each callable over repeats, interleaved round by round."""
+    return {name: wall for name, (wall, _) in min_times(cases, repeats).items()}
+
+
+def min_times(cases, repeats):
+    """(wall, CPU) seconds of each callable's fastest round over repeats, interleaved round
+    by round; CPU is the process's CPU time in that round (all its threads), so CPU / wall
+    shows how many cores the case really used."""
     for fn in cases.values():
         fn()    # warm-up: Numba compilation, first-touch page faults
-    best = {name: float("inf") for name in cases}
+    best = {name: (float("inf"), 0.0) for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            if wall < best[name][0]:
+                best[name] = (wall, cpu)
     return best
+
+
+def check_threads(times, threads, slack=0.25):
+    """RuntimeError naming every case whose CPU / wall shows more than `threads` cores at
+    work: a figure claimed for n threads must not have run on more. (Less is allowed: other
+    processes may take a core away.)"""
+    over = {name: cpu / wall for name, (wall, cpu) in times.items() if cpu > (threads + slack) * wall}
+    if over:
+        raise RuntimeError(f"not on {threads} thread(s): " + ", ".join(
+            f"{name} CPU / wall {ratio:.2f}" for name, ratio in over.items()))
 
 
 def forward_gemms(cfg, h, w):
@@ -122,12 +142,14 @@ def speed(size, repeats, with_bitplane):
         "fp32": lambda: sr_forward(Pass(fp_params, fp_state, fp_cfg, keep_cache=False), fp_cfg, x),
         "gemm": GemmFloor(forward_gemms(cfg, size, size)),
     }
-    best = min_seconds(cases, repeats)
+    numba.set_num_threads(1)   # the bit-plane kernels' prange: one thread, as every figure here
+    times = min_times(cases, repeats)
     if with_bitplane:
-        best.update({f"{k}_bp": v for k, v in min_seconds({
+        times.update({f"{k}_bp": v for k, v in min_times({
             "plain": cases["plain"], "bitplane": lambda: run_image(model, lr, "bitplane")},
             repeats).items()})
-    return best
+    check_threads(times, 1)
+    return {name: wall for name, (wall, _) in times.items()}
 
 
 def peak_rss():

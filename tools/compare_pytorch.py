@@ -16,9 +16,12 @@ https://download.pytorch.org/whl/cpu && tv/bin/pip install -e ".[test]"`).
    pixel units; exit 1 if any exceeds the tolerance. Then PTQ: fqsr_ref.quantize on the
    EDSR import, and the mean PSNR of the float import and of the PyTorch model on the
    bundled photographs (evaluate's protocol), which must agree.
-2. Speed (issue 13's table), one thread each (torch.set_num_threads(1), OPENBLAS 1),
+2. Speed (issue 13's table), on one thread and on two (torch's pool, OpenBLAS and Numba
+   set alike; torch's count asserted in every timed call, and every case's CPU time
+   checked against its wall time, so that no figure ran on more threads than it claims),
    cases interleaved round by round, minimum of repeats: PyTorch float32 forward
-   (inference_mode) of the authors' SRResNet x2, 16 blocks, 64 channels, beside
+   (inference_mode) of the authors' SRResNet x2, 16 blocks, 64 channels, as it is and
+   with its BN folded (torch.fx's fuse; the ratio is to the faster of the two), beside
    fqsr_ref's float32 forward of its import, the integer plain engine and the bit-plane
    engine of its PTQ (8/8/8); a training step (batch, L1, Adam) of the full model and
    of the tiny model, PyTorch float vs fqsr_ref's train_step (tools/bench_train.py).
@@ -643,8 +646,19 @@ def upstream_checks(args, log=print):
 
 # ------------------------------------------------------------ speed
 
+def set_threads(n):
+    """Both sides on n threads: torch's intra-op pool, every loaded OpenBLAS, Numba's pool."""
+    import numba
+    from fqsr_ref.blas import set_blas_threads
+    torch.set_num_threads(n)
+    set_blas_threads(n)
+    numba.set_num_threads(n)
+    if torch.get_num_threads() != n:
+        raise RuntimeError(f"torch.get_num_threads() is {torch.get_num_threads()} after set_num_threads({n})")
+
+
 def speed(args, log=print):
-    import benchmark   # tools/benchmark.py: min_seconds, photo
+    import benchmark   # tools/benchmark.py: min_times, check_threads, photo
     import bench_train  # tools/bench_train.py: StepCase, TINY, FULL
     from fqsr_ref import quantize
     from fqsr_ref.data.dataset import ProceduralSource
@@ -653,11 +667,12 @@ def speed(args, log=print):
     from fqsr_ref.models import quantized_start
     from fqsr_ref.trainer import reuse_freed_memory
 
-    torch.set_num_threads(1)
     rows = []
     # The authors' SRResNet x2 16x64, imported, and its PTQ at 8/8/8 (speed does not
     # depend on the values; a few calibration batches).
-    model = randomize(FQSRNetG(16, 64, 2), 2).float()
+    model = randomize(FQSRNetG(16, 64, 2), 2).float().eval()
+    # PyTorch's fastest eval form of it: every BN folded into its conv (torch.fx's fuse)
+    fused = torch.fx.experimental.optimization.fuse(model)
     with tempfile.TemporaryDirectory() as folder:
         w = os.path.join(folder, "srresnet.safetensors")
         save_state_dict(model, w)
@@ -668,34 +683,45 @@ def speed(args, log=print):
     qp, qs = quantize.calibrate(q_cfg, qp, qs, ProceduralSource(), 2, 4, 24, 0)
     int_model = convert(q_cfg, cast_floats(qp, np.float32), qs)
     params32, state32 = cast_floats(imp.params, np.float32), cast_floats(imp.state, np.float32)
-    times = {}
     for size in (128, 256):
         lr = benchmark.photo(size, size)
         x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None], np.float32) / np.float32(255)
         xt = torch.from_numpy(x * 255)
         with torch.inference_mode():
-            ref = model(xt).numpy()
+            ref, ref_fused = model(xt).numpy(), fused(xt).numpy()
         got = sr_forward(Pass(params32, state32, cfg, keep_cache=False), cfg, x)[0] * 255
-        log(f"  LR {size}: float32 outputs differ by {np.max(np.abs(got - ref)):.1e} (0..255 units)")
+        log(f"  LR {size}: float32 outputs differ by {np.max(np.abs(got - ref)):.1e} (0..255 units), "
+            f"PyTorch's fused form by {np.max(np.abs(ref_fused - ref)):.1e}")
 
-        def torch_fwd():
-            with torch.inference_mode():
-                model(xt)
-        cases = {"torch": torch_fwd,
-                 "fp32": lambda: sr_forward(Pass(params32, state32, cfg, keep_cache=False), cfg, x),
-                 "plain": lambda: run_image(int_model, lr, "plain")}
-        if size == 128 or args.bitplane_256:
-            cases["bitplane"] = lambda: run_image(int_model, lr, "bitplane")
-        t = benchmark.min_seconds(cases, args.repeats)
-        times[size] = t
-        log(f"  LR {size}: " + ", ".join(f"{k} {v:.3f} s" for k, v in t.items()))
-        for k, label in (("fp32", "float32 forward"), ("plain", "integer plain engine"),
-                         ("bitplane", "integer bit-plane engine")):
-            if k in t:
-                rows.append((f"{label}, LR {size}x{size}", f"{t[k]:.2f} s", f"{t['torch']:.2f} s",
-                             f"{t[k] / t['torch']:.1f}"))
+        for n in (1, 2):
+            def on_threads(torch_model):
+                def run():
+                    # asserted in every call: Numba's OpenMP layer resets the OpenMP
+                    # thread count torch reads when it starts, after set_threads
+                    assert torch.get_num_threads() == n, torch.get_num_threads()
+                    with torch.inference_mode():
+                        torch_model(xt)
+                return run
+            cases = {"torch": on_threads(model), "torch_fused": on_threads(fused),
+                     "fp32": lambda: sr_forward(Pass(params32, state32, cfg, keep_cache=False), cfg, x),
+                     "plain": lambda: run_image(int_model, lr, "plain")}
+            if n == 1 and (size == 128 or args.bitplane_256):
+                cases["bitplane"] = lambda: run_image(int_model, lr, "bitplane")
+            set_threads(n)
+            t = benchmark.min_times(cases, args.repeats)
+            benchmark.check_threads(t, n)
+            log(f"  LR {size}, {n} thread(s): " + ", ".join(
+                f"{k} {wall:.3f} s (CPU/wall {cpu / wall:.2f})" for k, (wall, cpu) in t.items()))
+            best_torch = min(t["torch"][0], t["torch_fused"][0])
+            for k, label in (("fp32", "float32 forward"), ("plain", "integer plain engine"),
+                             ("bitplane", "integer bit-plane engine")):
+                if k in t:
+                    rows.append((f"{label}, LR {size}x{size}, {n} thread{'s' * (n > 1)}", f"{t[k][0]:.2f} s",
+                                 f"{t['torch'][0]:.2f} s ({t['torch_fused'][0]:.2f} s BN fused)",
+                                 f"{t[k][0] / best_torch:.2f}"))
+    set_threads(1)
     if not args.skip_train:
-        rows += train_rows(args, bench_train, reuse_freed_memory, log)
+        rows += train_rows(args, benchmark, bench_train, reuse_freed_memory, log)
     return rows
 
 
@@ -725,7 +751,7 @@ class TorchStep:
             self.opt.step()
 
 
-def train_rows(args, bench_train, reuse_freed_memory, log):
+def train_rows(args, benchmark, bench_train, reuse_freed_memory, log):
     reuse_freed_memory()   # as train_stage (and bench_train) do
     tiny, full = bench_train.TINY, bench_train.FULL
     tiny_steps = 10
@@ -738,8 +764,11 @@ def train_rows(args, bench_train, reuse_freed_memory, log):
                                     tiny["patch"], tiny_steps)
     cases["torch_full"] = TorchStep(FQSRNetG(full["blocks"], full["channels"], 2, bias=True),
                                     full["batch"], full["patch"], 1)
+    set_threads(1)
     try:
-        t = bench_train.min_seconds(cases, args.repeats)
+        times = benchmark.min_times(cases, args.repeats)
+        benchmark.check_threads(times, 1)
+        t = {name: wall for name, (wall, _) in times.items()}
     finally:
         for case in ours.values():
             case.close()
@@ -804,7 +833,7 @@ def main(argv=None):
     print("PTQ path (EDSR-PyTorch EDSR x2 16x64, random weights):")
     ok &= ptq_check()
     if not args.skip_speed:
-        print("speed: one thread each, interleaved rounds, minimum of "
+        print("speed: one thread, then two, each side alike, interleaved rounds, minimum of "
               f"{args.repeats} (the authors' SRResNet x2 16x64, imported; PTQ 8/8/8 for the integer engines)")
         rows = speed(args)
         print()
