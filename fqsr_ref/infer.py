@@ -3,9 +3,10 @@
     python -m fqsr_ref.infer --checkpoint runs/tiny/quant.npz --image in.png --out out.png
 
 The quantized checkpoint is converted to the integer model (fqsr_ref.integer) and
-run with integer arithmetic only; --engine bitplane computes every convolution
-with the Numba bit-plane popcount kernel (Eq. 2) instead of exact GEMMs. Both give
-the same bits.
+run with integer arithmetic only. The default engine, int16, computes the body's
+convolutions with the CPU's integer dot-product instruction (vpmaddwd, AVX2) and the
+rest with exact GEMMs; --engine plain uses exact GEMMs throughout, --engine bitplane
+the Numba bit-plane popcount kernel (Eq. 2). All three give the same bits.
 
 Any image size runs in bounded memory: when the run would need more than
 --memory-budget (default 1G), the image is computed in square tiles of LR pixels,
@@ -26,7 +27,7 @@ import time
 from .checkpoint import load_checkpoint
 from .data.images import IMAGE_EXTENSIONS, read_image, write_image
 from .integer.model import convert
-from .integer.run import ENGINES
+from .integer.run import DEFAULT_ENGINE, ENGINES
 from .integer.tiling import DEFAULT_MEMORY_BUDGET, run_image
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -72,7 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", required=True, help="quantized checkpoint (.npz)")
     p.add_argument("--image", required=True, help="low-resolution input image")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--engine", choices=ENGINES, default="plain", help="default: plain")
+    p.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+                   help="int16 (the CPU's vpmaddwd; the plain engine where it has no AVX2), plain "
+                        "or bitplane; the same bits (default %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--tile", type=int, metavar="N",
                    help="compute in tiles of N x N LR pixels (same output bytes); default: only "

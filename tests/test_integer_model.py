@@ -90,14 +90,18 @@ def test_output_psnr_matches_float_model():
 def test_engines_agree_bit_for_bit(arch, bits, kw):
     cfg, params, state = calibrated(arch, 2, bits, **kw)
     model = convert(cfg, params, state)
-    x = photo_crop(20).transpose(2, 0, 1)[None].copy()
-    rec_plain, rec_bits = {}, {}
+    assert_engines_agree(model, photo_crop(20).transpose(2, 0, 1)[None].copy(), "bitplane")
+
+
+def assert_engines_agree(model, x, engine):
+    """Every tensor and accumulator of `engine` equals the plain engine's."""
+    rec_plain, rec = {}, {}
     plain = run_ops(model, x, "plain", rec_plain)
-    bits = run_ops(model, x, "bitplane", rec_bits)
+    got = run_ops(model, x, engine, rec)
     for name in plain:
-        assert np.array_equal(plain[name], bits[name]), name
+        assert np.array_equal(plain[name], got[name]), name
     for name in rec_plain:
-        assert np.array_equal(rec_plain[name], rec_bits[name]), name
+        assert np.array_equal(rec_plain[name], rec[name]), name
 
 
 def test_accumulator_bounds_hold():

@@ -7,11 +7,12 @@ one DAIA pass: speed does not depend on the values), on a photograph tiled to si
 Times are the minimum of repeats, the cases interleaved round by round so that load
 from other processes falls on all of them alike. Prints:
 
-  1. integer plain engine / float32 fake-quant forward of the same model (sr_forward);
+  1. the integer int16 engine (vpmaddwd) / np.matmul alone and / the plain engine;
+     integer plain engine / float32 fake-quant forward of the same model (sr_forward);
      integer plain / the full-precision float32 forward (the project's np.matmul-based
      conv); integer plain / np.matmul alone, one GEMM with each conv's FLOPs (a floor);
   2. bit-plane engine / plain engine (fqsr_ref.integer.run_image, engine "bitplane");
-  3. peak memory above the model per LR pixel of the integer plain engine (the peak
+  3. peak memory above the model per LR pixel of the integer plain and int16 engines (the peak
      RSS of a fresh subprocess, minus its value after the model is built and warmed up
      and the peak reset to the current RSS through /proc/self/clear_refs; see peak_rss),
      whole image, at two sizes, and the estimate fqsr_ref.integer.tiling uses;
@@ -137,6 +138,7 @@ def speed(size, repeats, with_bitplane):
     fp_params, fp_state = init_model(fp_cfg, np.random.default_rng(0))
     fp_params = cast_floats(fp_params, np.float32)
     cases = {
+        "int16": lambda: run_image(model, lr, "int16"),
         "plain": lambda: run_image(model, lr, "plain"),
         "fakequant": lambda: sr_forward(Pass(params, state, cfg, keep_cache=False), cfg, x),
         "fp32": lambda: sr_forward(Pass(fp_params, fp_state, fp_cfg, keep_cache=False), fp_cfg, x),
@@ -167,10 +169,10 @@ def peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child_memory(h, w, tile):
+def child_memory(h, w, tile, engine):
     """In a fresh process: peak RSS above the built, warmed-up model of one run."""
     _, _, _, model = build()
-    run_image(model, photo(24, 24), "plain")                 # compile, touch the code
+    run_image(model, photo(24, 24), engine)                  # compile, touch the code
     lr = photo(h, w)
     try:    # reset the peak to the current RSS (Linux >= 4.0), so building the model does not hide it
         with open("/proc/self/clear_refs", "w") as f:
@@ -179,15 +181,15 @@ def child_memory(h, w, tile):
         pass
     base = peak_rss()
     t0 = time.perf_counter()
-    _, used = run_image(model, lr, "plain", tile=tile)
+    _, used = run_image(model, lr, engine, tile=tile)
     seconds = time.perf_counter() - t0
     peak = peak_rss()
     print(json.dumps(dict(above=peak - base, seconds=seconds, tile=used,
-                          estimate=estimate_bytes(model, h, w))))
+                          estimate=estimate_bytes(model, h, w, engine))))
 
 
-def memory(h, w, tile=None):
-    cmd = [sys.executable, os.path.abspath(__file__), "--child-memory", str(h), str(w)]
+def memory(h, w, tile=None, engine="plain"):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child-memory", str(h), str(w), "--engine", engine]
     if tile:
         cmd += ["--tile", str(tile)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -209,9 +211,10 @@ def main(argv=None):
     p.add_argument("--memory-only", action="store_true", help="only the memory and DIV2K figures")
     p.add_argument("--child-memory", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)
     p.add_argument("--tile", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--engine", default="plain", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child_memory:
-        child_memory(*args.child_memory, args.tile)
+        child_memory(*args.child_memory, args.tile, args.engine)
         return
     size = 128 if args.quick else 256
     repeats = 2 if args.quick else 3
@@ -221,6 +224,9 @@ def main(argv=None):
     rows = []
     t = None if args.memory_only else speed(size, repeats, with_bitplane=True)
     rows += [] if t is None else [
+        (f"integer int16 engine (vpmaddwd), LR {size}x{size}", f"{t['int16']:.2f} s", ""),
+        ("  / np.matmul alone, one GEMM of each conv's FLOPs", f"{t['int16'] / t['gemm']:.2f}", "<= 0.5"),
+        ("  / the plain engine", f"{t['int16'] / t['plain']:.2f}", ""),
         (f"integer plain engine, LR {size}x{size}", f"{t['plain']:.2f} s", ""),
         ("  / float32 fake-quant forward", f"{t['plain'] / t['fakequant']:.2f} "
          f"({t['fakequant']:.2f} s)", "<= 1.0"),
@@ -236,6 +242,10 @@ def main(argv=None):
         rows.append((f"peak above the model, integer plain, LR {s}x{s}",
                      f"{m['above'] / s / s:.0f} B per LR pixel ({m['above'] / 2 ** 20:.0f} MiB; "
                      f"estimate {m['estimate'] / 2 ** 20:.0f} MiB)", "<= 3072"))
+        m16 = memory(s, s, engine="int16")
+        rows.append((f"peak above the model, integer int16, LR {s}x{s}",
+                     f"{m16['above'] / s / s:.0f} B per LR pixel ({m16['above'] / 2 ** 20:.0f} MiB)",
+                     "no more than the plain engine's"))
     slope = (mem[1]["above"] - mem[0]["above"]) / (sizes[1] ** 2 - sizes[0] ** 2)
     rows.append(("  growth per LR pixel between the two sizes", f"{slope:.0f} B", ""))
     if not args.quick:

@@ -22,7 +22,8 @@ https://download.pytorch.org/whl/cpu && tv/bin/pip install -e ".[test]"`).
    cases interleaved round by round, minimum of repeats: PyTorch float32 forward
    (inference_mode) of the authors' SRResNet x2, 16 blocks, 64 channels, as it is and
    with its BN folded (torch.fx's fuse; the ratio is to the faster of the two), beside
-   fqsr_ref's float32 forward of its import, the integer plain engine and the bit-plane
+   fqsr_ref's float32 forward of its import, the integer int16 engine (its kernel on the
+   same n threads), the plain engine and the bit-plane
    engine of its PTQ (8/8/8); a training step (batch, L1, Adam) of the full model and
    of the tiny model, PyTorch float vs fqsr_ref's train_step (tools/bench_train.py).
 
@@ -704,22 +705,26 @@ def speed(args, log=print):
                 return run
             cases = {"torch": on_threads(model), "torch_fused": on_threads(fused),
                      "fp32": lambda: sr_forward(Pass(params32, state32, cfg, keep_cache=False), cfg, x),
+                     "int16": lambda: run_image(int_model, lr, "int16"),
                      "plain": lambda: run_image(int_model, lr, "plain")}
             if n == 1 and (size == 128 or args.bitplane_256):
                 cases["bitplane"] = lambda: run_image(int_model, lr, "bitplane")
             set_threads(n)
+            os.environ["FQSR_INT16_THREADS"] = str(n)   # the int16 kernel's threads (read per call)
             t = benchmark.min_times(cases, args.repeats)
             benchmark.check_threads(t, n)
             log(f"  LR {size}, {n} thread(s): " + ", ".join(
                 f"{k} {wall:.3f} s (CPU/wall {cpu / wall:.2f})" for k, (wall, cpu) in t.items()))
             best_torch = min(t["torch"][0], t["torch_fused"][0])
-            for k, label in (("fp32", "float32 forward"), ("plain", "integer plain engine"),
+            for k, label in (("fp32", "float32 forward"), ("int16", "integer int16 engine"),
+                             ("plain", "integer plain engine"),
                              ("bitplane", "integer bit-plane engine")):
                 if k in t:
                     rows.append((f"{label}, LR {size}x{size}, {n} thread{'s' * (n > 1)}", f"{t[k][0]:.2f} s",
                                  f"{t['torch'][0]:.2f} s ({t['torch_fused'][0]:.2f} s BN fused)",
                                  f"{t[k][0] / best_torch:.2f}"))
     set_threads(1)
+    os.environ.pop("FQSR_INT16_THREADS", None)
     if not args.skip_train:
         rows += train_rows(args, benchmark, bench_train, reuse_freed_memory, log)
     return rows

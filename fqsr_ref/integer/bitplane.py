@@ -147,17 +147,18 @@ CHUNK_PIXELS = 256
 MAX_ROW_BITS = 1 << 30
 
 
-def kernel_threads() -> int:
-    """Threads the bit-plane kernels use: $FQSR_BITPLANE_THREADS (default 1), at most Numba's."""
-    raw = os.environ.get(THREADS_ENV, "")
+def kernel_threads(env: str = THREADS_ENV) -> int:
+    """Threads an engine's kernels use: $env (FQSR_BITPLANE_THREADS here; default 1), at
+    most Numba's."""
+    raw = os.environ.get(env, "")
     if not raw:
         return 1
     try:
         n = int(raw)
     except ValueError:
-        raise ValueError(f"{THREADS_ENV}: expected an integer >= 1, got {raw!r}") from None
+        raise ValueError(f"{env}: expected an integer >= 1, got {raw!r}") from None
     if n < 1:
-        raise ValueError(f"{THREADS_ENV}: expected an integer >= 1, got {raw!r}")
+        raise ValueError(f"{env}: expected an integer >= 1, got {raw!r}")
     return min(n, numba.config.NUMBA_NUM_THREADS)
 
 

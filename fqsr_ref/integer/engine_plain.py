@@ -365,6 +365,19 @@ def _add_into(acc, part):
         a[i] += np.int64(p[i])
 
 
+def fill_strip(body: np.ndarray, image: np.ndarray, h0: int, h1: int, pad: int) -> None:
+    """The zero-padded grid rows of output rows [h0, h1): body (span, Wq, C') gets image
+    (H, W, C) rows h0 - pad .. h1 + pad - 1 in its first W columns and C channels, zero
+    rows where they fall outside the image (the columns and channels beyond stay as the
+    caller zeroed them)."""
+    h, w, c = image.shape
+    r0, r1 = h0 - pad, h1 + pad                 # grid rows, some outside the image
+    lo, hi = max(0, r0), min(h, r1)
+    body[:lo - r0] = 0
+    body[lo - r0:hi - r0, :w, :c] = image[lo:hi]
+    body[hi - r0:r1 - r0] = 0
+
+
 def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
                 emit: Callable[[int, int, int, np.ndarray], None]) -> None:
     """Run a stride-1 "same" conv on channels-last codes x (N, H, W, C), strip by strip.
@@ -435,11 +448,7 @@ def conv_strips(x: np.ndarray, x_bits: int, x_signed: bool, plan: ConvPlan,
     for i in range(n):
         for h0 in range(0, h, rows):
             h1 = min(h, h0 + rows)
-            r0, r1 = h0 - pad, h1 + pad                 # grid rows, some outside the image
-            lo, hi = max(0, r0), min(h, r1)
-            body[:lo - r0] = 0
-            body[lo - r0:hi - r0, :w] = x[i, lo:hi]
-            body[hi - r0:r1 - r0] = 0
+            fill_strip(body, x[i], h0, h1, pad)
             m = (h1 - h0) * wq
             start = pad + pad * wq                      # grid index of output row h0, column 0
             res = out[:m]

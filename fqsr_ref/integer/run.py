@@ -1,6 +1,8 @@
 """Run an integer-only model: codes in, codes out, nothing but integer arithmetic.
 
-Engines compute the conv accumulators: "plain" (engine_plain's strip path: exact
+Engines compute the conv accumulators: "int16" (engine_int16: pairs of int16 codes
+multiplied and added into int32 by the CPU's vpmaddwd, for the convs it takes, the
+plain engine for the others; the default), "plain" (engine_plain's strip path: exact
 float32 GEMM chunks, requantized strip by strip as they are produced) or "bitplane"
 (the Numba popcount kernel of Eq. 2). Everything else (requantization, adds,
 shuffles) is shared, so the engines must agree bit for bit.
@@ -20,11 +22,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .engine_plain import ConvPlan, conv_strips, prepare_conv
+from .engine_int16 import HOST_HAS_MADD, conv_strips_int16, note_once, prepare_int16
+from .engine_plain import conv_strips, prepare_conv
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, engine_input, engine_operand
 from .requant import add_fused, check_fused_requant, check_product, code_dtype, requantize_conv, requantize_fused
 
-ENGINES = ("plain", "bitplane")
+ENGINES = ("int16", "plain", "bitplane")
+DEFAULT_ENGINE = "int16"   # where the CPU and the model allow; the plain engine elsewhere
 
 
 class Prepared(NamedTuple):
@@ -34,6 +38,7 @@ class Prepared(NamedTuple):
     plans: dict         # conv op name -> ConvPlan
     last_use: dict      # tensor name -> index of the last op reading it
     split: dict         # conv name -> (positive side, negative side) needing the 16-bit split
+    int16: dict         # conv op name -> Int16Plan, the convs the int16 engine takes
 
 
 def prepare(model: IntModel) -> Prepared:
@@ -44,7 +49,7 @@ def prepare(model: IntModel) -> Prepared:
     so the per-pixel kernels never check anything.
     """
     t = model.tensors
-    plans, last_use, split = {}, {}, {}
+    plans, last_use, split, int16 = {}, {}, {}, {}
     for i, op in enumerate(model.ops):
         x = t[op.input]
         if isinstance(op, ConvOp):
@@ -53,6 +58,9 @@ def prepare(model: IntModel) -> Prepared:
             if any(sides):
                 split[op.name] = sides
             plans[op.name] = prepare_conv(op.weight, *engine_operand(op, x.bits, x.signed), op.w_bits)
+            plan16 = prepare_int16(plans[op.name], op.acc_dtype)
+            if plan16 is not None:
+                int16[op.name] = plan16
         elif isinstance(op, RequantOp):
             check_fused_requant(op.name, max(-x.qmin, x.qmax), op.multiplier, op.shift)
         elif isinstance(op, AddOp):
@@ -60,11 +68,12 @@ def prepare(model: IntModel) -> Prepared:
         elif not isinstance(op, ShuffleOp):
             raise ValueError(f"integer model: unknown op {op!r}")
         last_use[op.input] = i
-    return Prepared(model, plans, last_use, split)
+    return Prepared(model, plans, last_use, split, int16)
 
 
-def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, split=(False, False)):
-    """Fused conv on channels-last codes: strips of accumulators requantized as they come."""
+def _conv_plain(op: ConvOp, strips, x, x_t, out_t, record, split=(False, False)):
+    """Fused conv on channels-last codes: strips of accumulators requantized as they come.
+    strips(x, emit): the plain engine's conv_strips or the int16 engine's."""
     n, h, w, _ = x.shape
     y = np.empty((n, h, w, op.weight.shape[0]), dtype=code_dtype(out_t.qmin, out_t.qmax))
     x, bias = engine_input(op, x, 3)
@@ -79,7 +88,7 @@ def _conv_plain(op: ConvOp, plan: ConvPlan, x, x_t, out_t, record, split=(False,
             acc, b = acc[:, :w].astype(np.int64) + bias, zero
             acc_all[i, h0:h1] = acc
         requantize_conv(acc, b, pos, neg, out_t.qmin, out_t.qmax, y[i, h0:h1], split)
-    conv_strips(x, *engine_operand(op, x_t.bits, x_t.signed), plan, emit)
+    strips(x, emit)
     if record is not None:
         record[op.name + ".acc"] = np.ascontiguousarray(acc_all.transpose(0, 3, 1, 2))
     return y
@@ -110,7 +119,7 @@ def shuffle_nhwc(x: np.ndarray, r: int) -> np.ndarray:
                                 .reshape(n, h * r, w * r, c))
 
 
-def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = "plain", keep_all: bool = False,
+def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = DEFAULT_ENGINE, keep_all: bool = False,
              record: dict | None = None) -> dict:
     """Run the graph on uint8 (N, H, W, 3) image codes; tensors channels-last.
 
@@ -119,14 +128,26 @@ def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = "plain", keep
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if engine == "int16" and not HOST_HAS_MADD:
+        note_once("engine int16: this CPU has no AVX2 (vpmaddwd); the plain engine runs instead")
+    elif engine == "int16":
+        wide = [op.name for op in prep.model.ops if isinstance(op, ConvOp) and op.acc_dtype != "int32"]
+        if wide:
+            note_once(f"engine int16: {', '.join(wide)} need int64 accumulators (SPEC 6.5); "
+                      f"the plain engine runs {'it' if len(wide) == 1 else 'them'}")
     model, t = prep.model, prep.model.tensors
     codes = {"image.in": image_nhwc}
     for i, op in enumerate(model.ops):
         x, out_t = codes[op.input], t[op.output]
         if isinstance(op, ConvOp):
-            if engine == "plain":
-                y = _conv_plain(op, prep.plans[op.name], x, t[op.input], out_t, record,
-                                prep.split.get(op.name, (False, False)))
+            if engine == "int16" and op.name in prep.int16:
+                plan16 = prep.int16[op.name]
+                y = _conv_plain(op, lambda xs, emit: conv_strips_int16(xs, plan16, emit), x, t[op.input],
+                                out_t, record, prep.split.get(op.name, (False, False)))
+            elif engine in ("plain", "int16"):
+                plan, operand = prep.plans[op.name], engine_operand(op, t[op.input].bits, t[op.input].signed)
+                y = _conv_plain(op, lambda xs, emit: conv_strips(xs, *operand, plan, emit), x, t[op.input],
+                                out_t, record, prep.split.get(op.name, (False, False)))
             else:
                 y = _conv_bitplane(op, x, t[op.input], out_t, record, prep.split.get(op.name, (False, False)))
         elif isinstance(op, RequantOp):
@@ -166,7 +187,7 @@ def run_ops(model: IntModel, image_codes, engine="plain", record=None):
             for k, v in codes.items()}
 
 
-def run_image(model: IntModel, lr_uint8, engine="plain", prep: Prepared | None = None):
+def run_image(model: IntModel, lr_uint8, engine=DEFAULT_ENGINE, prep: Prepared | None = None):
     """(H, W, 3) uint8 -> (sH, sW, 3) uint8 through the integer model (tensors freed as
     soon as no later op reads them)."""
     x = np.ascontiguousarray(np.asarray(lr_uint8))[None]

@@ -16,7 +16,7 @@ import numpy as np
 
 from .engine_plain import STRIP_BYTES
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp
-from .run import ENGINES, Prepared, prepare, run_nhwc
+from .run import DEFAULT_ENGINE, ENGINES, Prepared, prepare, run_nhwc
 
 DEFAULT_MEMORY_BUDGET = 1 << 30      # 1 GiB: infer's default --memory-budget
 MIN_TILE = 16                         # LR pixels; smaller tiles are mostly halo
@@ -50,11 +50,11 @@ def _itemsize(t) -> int:
     return 1 if t.bits <= 8 else 2 if t.bits <= 16 else 4
 
 
-def estimate_bytes(model: IntModel, height: int, width: int, engine: str = "plain") -> int:
+def estimate_bytes(model: IntModel, height: int, width: int, engine: str = DEFAULT_ENGINE) -> int:
     """Peak bytes above the model of one run on a height x width LR image.
 
     Live tensors (channels-last codes, freed after their last reader) at the worst
-    op, plus that op's working memory: for the plain engine a conv's strips (about
+    op, plus that op's working memory: for the plain and int16 engines a conv's strips (about
     STRIP_BYTES, independent of the image); for the bit-plane engine its packed taps,
     int64 dot products and NCHW copies (a bound, not a measurement). A margin of 1/4
     covers the allocator (freed blocks below glibc's mmap threshold stay mapped).
@@ -75,7 +75,7 @@ def estimate_bytes(model: IntModel, height: int, width: int, engine: str = "plai
         elif isinstance(op, ConvOp):
             o, c, k, _ = op.weight.shape
             size = px * o * _itemsize(out_t)
-            if engine == "plain":
+            if engine in ("plain", "int16"):   # strips of about STRIP_BYTES either way
                 work = 3 * STRIP_BYTES
             else:
                 words = -(-c // 64)
@@ -100,7 +100,7 @@ def prepare_last_use(model: IntModel) -> dict:
     return last
 
 
-def choose_tile(model: IntModel, height: int, width: int, budget: int, engine: str = "plain"):
+def choose_tile(model: IntModel, height: int, width: int, budget: int, engine: str = DEFAULT_ENGINE):
     """None when the whole image fits the budget, else the largest tile side T (LR
     pixels) whose run (T + 2 radius pixels a side) fits it beside the output image.
 
@@ -127,7 +127,7 @@ def choose_tile(model: IntModel, height: int, width: int, budget: int, engine: s
     return lo
 
 
-def run_tiled(model: IntModel, lr_uint8: np.ndarray, tile: int, engine: str = "plain",
+def run_tiled(model: IntModel, lr_uint8: np.ndarray, tile: int, engine: str = DEFAULT_ENGINE,
               prep: Prepared | None = None) -> np.ndarray:
     """(H, W, 3) uint8 -> (sH, sW, 3) uint8, computed tile x tile LR pixels at a time,
     each with a halo of `receptive_radius` pixels (clipped at the border): the same
@@ -151,7 +151,7 @@ def run_tiled(model: IntModel, lr_uint8: np.ndarray, tile: int, engine: str = "p
     return out
 
 
-def run_image(model: IntModel, lr_uint8, engine: str = "plain", tile: int | None = None,
+def run_image(model: IntModel, lr_uint8, engine: str = DEFAULT_ENGINE, tile: int | None = None,
               budget: int | None = None) -> tuple[np.ndarray, int | None]:
     """Super-resolve (H, W, 3) uint8 codes: whole, or in tiles of `tile` LR pixels, or
     (tile None) in the tiles `choose_tile` picks for `budget` bytes (None: no budget).
