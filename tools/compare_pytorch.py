@@ -63,6 +63,7 @@ import numpy as np  # noqa: E402
 
 try:
     import torch
+    import torch.fx.experimental.optimization   # fuse: PyTorch's BN-folded eval form
     from torch import nn
 except ImportError:
     torch = None
