@@ -125,7 +125,7 @@ def build_parser():
     p.add_argument("--bn-fold", choices=BN_FOLDS, default=None,
                    help="quantized SRResNet: where BN's per-channel scale goes, into the weights "
                         "before they are quantized (Eq. 6) or into a per-channel requantization "
-                        "after the conv (docs/SPEC.md 6.3; default weights)")
+                        "after the conv (docs/SPEC.md 3.6; default weights)")
     p.add_argument("--requant-image", action="store_true",
                    help="the head conv reads the image requantized to fm bits instead of its "
                         "8-bit codes (default: the 8-bit codes)")

@@ -652,9 +652,11 @@ def set_threads(n):
     """Both sides on n threads: torch's intra-op pool, every loaded OpenBLAS, Numba's pool."""
     import numba
     from fqsr_ref.blas import set_blas_threads
-    torch.set_num_threads(n)
     set_blas_threads(n)
     numba.set_num_threads(n)
+    # last: Numba's OpenMP layer, started by its first call, sets the OpenMP thread count
+    # torch reads (torch.get_num_threads() was 2 after torch.set_num_threads(1) then this)
+    torch.set_num_threads(n)
     if torch.get_num_threads() != n:
         raise RuntimeError(f"torch.get_num_threads() is {torch.get_num_threads()} after set_num_threads({n})")
 
@@ -698,8 +700,7 @@ def speed(args, log=print):
         for n in (1, 2):
             def on_threads(torch_model):
                 def run():
-                    # asserted in every call: Numba's OpenMP layer resets the OpenMP
-                    # thread count torch reads when it starts, after set_threads
+                    # asserted in every call: nothing run in between may have changed it
                     assert torch.get_num_threads() == n, torch.get_num_threads()
                     with torch.inference_mode():
                         torch_model(xt)

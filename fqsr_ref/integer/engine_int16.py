@@ -53,12 +53,16 @@ THREADS_ENV = "FQSR_INT16_THREADS"
 
 
 def host_has_madd() -> bool:
-    """True when this CPU has AVX2 (vpmaddwd on 256-bit vectors), from LLVM's view of it."""
+    """True when this CPU has AVX2 (vpmaddwd on 256-bit vectors), from LLVM's view of it,
+    and Numba compiles for it (NUMBA_CPU_NAME unset or "host", or its features name avx2)."""
+    cpu, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES or ""
+    if cpu not in (None, "", "host") and "+avx2" not in features:
+        return False
     try:
-        features = binding.get_host_cpu_features()
+        host = binding.get_host_cpu_features()
     except RuntimeError:   # not x86, or LLVM cannot tell
         return False
-    return bool(features.get("avx2", False))
+    return bool(host.get("avx2", False))
 
 
 HOST_HAS_MADD = host_has_madd()

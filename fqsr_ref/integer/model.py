@@ -148,7 +148,7 @@ def convert(cfg: ModelConfig, params: dict, state: dict) -> IntModel:
     if cfg.bn_fold != "weights":
         raise ValueError(f"integer conversion: bn_fold {cfg.bn_fold!r} (BN's scale per output channel "
                          f"after the conv) needs one multiplier per channel, which the integer model "
-                         f"does not have; only bn_fold 'weights' converts (docs/SPEC.md 6.3)")
+                         f"does not have; only bn_fold 'weights' converts (docs/SPEC.md 3.6)")
     pf = cast_floats(params, DTYPE)
     ps = Pass(pf, state, cfg)   # used only to read the weight spec; nothing runs
     bits, L = bits_of(cfg), layer_specs(cfg)

@@ -62,7 +62,7 @@ class ModelConfig:
     "weights" folds it into the conv weights, which are then quantized with one interval
     per tensor; "requant" quantizes the weights as they are (one interval per tensor, as
     the authors' code does) and applies the scale per output channel after the conv, in
-    the integer model as one requantization multiplier per channel. SPEC 6.3.
+    the integer model as one requantization multiplier per channel (not converted). SPEC 3.6.
     """
     arch: str = "srresnet"
     scale: int = 2
