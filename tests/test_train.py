@@ -286,3 +286,16 @@ def test_out_that_is_read_only(tmp_path, val_dir, capsys):
         one_line_error(capsys, str(out))
     finally:
         out.chmod(0o700)
+
+
+def test_bn_fold_requant_trains_and_is_recorded(tmp_path, val_dir, capsys):
+    """--bn-fold requant (BN's scale after the quantized conv) trains end to end and is
+    recorded in the checkpoint; EDSR (no BN) refuses it before any work."""
+    out = tmp_path / "requant"
+    assert train_main(micro_args(out, *TINY_RUN, "--bn-fold", "requant", val_dir=val_dir)) == 0
+    assert load_checkpoint(out / "quant.npz").config.bn_fold == "requant"
+    capsys.readouterr()
+    edsr = tmp_path / "edsr"
+    assert train_main(micro_args(edsr, *TINY_RUN, "--arch", "edsr", "--bn-fold", "requant", val_dir=val_dir)) == 2
+    one_line_error(capsys, "--bn-fold requant", "EDSR has no batch norm")
+    assert not edsr.exists()
