@@ -174,7 +174,7 @@ def conv_profile(size: int, repeats: int) -> None:
             o, c, k, _ = op.weight.shape
             kinds[op.name] = f"{k}x{k} {c}->{o} {'s' if t.signed else 'u'}{t.bits}"
     spent = defaultdict(float)
-    originals = {"plain": run_mod._conv_plain, "bitplane": run_mod._conv_bitplane}
+    originals = {"plain": run_mod._conv_fused, "bitplane": run_mod._conv_bitplane}
 
     def timed(engine):
         def conv(op, *args, **kwargs):
@@ -186,7 +186,7 @@ def conv_profile(size: int, repeats: int) -> None:
 
     best = defaultdict(lambda: float("inf"))
     try:
-        run_mod._conv_plain, run_mod._conv_bitplane = timed("plain"), timed("bitplane")
+        run_mod._conv_fused, run_mod._conv_bitplane = timed("plain"), timed("bitplane")
         for engine in ("plain", "bitplane"):
             run_mod.run_nhwc(prep, x[:, :32, :32], engine)          # compile
         for _ in range(repeats):
@@ -198,7 +198,7 @@ def conv_profile(size: int, repeats: int) -> None:
                 for key, sec in spent.items():
                     best[key] = min(best[key], sec)
     finally:
-        run_mod._conv_plain, run_mod._conv_bitplane = originals["plain"], originals["bitplane"]
+        run_mod._conv_fused, run_mod._conv_bitplane = originals["plain"], originals["bitplane"]
     count = defaultdict(int)
     for kind in kinds.values():
         count[kind] += 1

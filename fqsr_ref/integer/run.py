@@ -71,9 +71,19 @@ def prepare(model: IntModel) -> Prepared:
     return Prepared(model, plans, last_use, split, int16)
 
 
-def _conv_plain(op: ConvOp, strips, x, x_t, out_t, record, split=(False, False)):
+def _strips(prep: Prepared, op: ConvOp, engine: str, x_t):
+    """strips(x, emit) of a conv: the int16 kernel's where that engine takes it, else the
+    plain engine's."""
+    if engine == "int16" and op.name in prep.int16:
+        plan16 = prep.int16[op.name]
+        return lambda x, emit: conv_strips_int16(x, plan16, emit)
+    plan, operand = prep.plans[op.name], engine_operand(op, x_t.bits, x_t.signed)
+    return lambda x, emit: conv_strips(x, *operand, plan, emit)
+
+
+def _conv_fused(op: ConvOp, strips, x, out_t, record, split=(False, False)):
     """Fused conv on channels-last codes: strips of accumulators requantized as they come.
-    strips(x, emit): the plain engine's conv_strips or the int16 engine's."""
+    strips(x, emit): see _strips."""
     n, h, w, _ = x.shape
     y = np.empty((n, h, w, op.weight.shape[0]), dtype=code_dtype(out_t.qmin, out_t.qmax))
     x, bias = engine_input(op, x, 3)
@@ -140,16 +150,11 @@ def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = DEFAULT_ENGIN
     for i, op in enumerate(model.ops):
         x, out_t = codes[op.input], t[op.output]
         if isinstance(op, ConvOp):
-            if engine == "int16" and op.name in prep.int16:
-                plan16 = prep.int16[op.name]
-                y = _conv_plain(op, lambda xs, emit: conv_strips_int16(xs, plan16, emit), x, t[op.input],
-                                out_t, record, prep.split.get(op.name, (False, False)))
-            elif engine in ("plain", "int16"):
-                plan, operand = prep.plans[op.name], engine_operand(op, t[op.input].bits, t[op.input].signed)
-                y = _conv_plain(op, lambda xs, emit: conv_strips(xs, *operand, plan, emit), x, t[op.input],
-                                out_t, record, prep.split.get(op.name, (False, False)))
+            split = prep.split.get(op.name, (False, False))
+            if engine == "bitplane":
+                y = _conv_bitplane(op, x, t[op.input], out_t, record, split)
             else:
-                y = _conv_bitplane(op, x, t[op.input], out_t, record, prep.split.get(op.name, (False, False)))
+                y = _conv_fused(op, _strips(prep, op, engine, t[op.input]), x, out_t, record, split)
         elif isinstance(op, RequantOp):
             y = requantize_fused(x, op.multiplier, op.shift, out_t.qmin, out_t.qmax)
         elif isinstance(op, AddOp):
