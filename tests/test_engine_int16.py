@@ -45,10 +45,7 @@ def test_kernel_matches_loop_twin(chans, blocks, taps, positions, lo, hi):
     (2, 5, 11, 16, 40, 3, 8, None),    # batch 2, O across three blocks
     (1, 13, 17, 8, 8, 5, 4, 600),      # several strips, K = 5
     (1, 30, 9, 32, 32, 3, 8, 2000),    # several strips, the last one short
-    (1, 3, 3, 17, 17, 1, 6, None),     # K = 1
-    (2, 9, 7, 16, 3, 9, 8, None),      # few outputs (the tail): stack_out, batch 2
-    (1, 12, 1, 9, 5, 3, 4, 300),       # stack_out, W = 1, several strips
-    (1, 20, 6, 33, 3, 5, 8, 1500)])    # stack_out, odd channels, several strips
+    (1, 3, 3, 17, 17, 1, 6, None)])    # K = 1
 def test_strips_equal_the_plain_engine(monkeypatch, n, h, w, c, o, k, bits, strip):
     if strip is not None:   # force several strips in both engines
         monkeypatch.setattr(engine_int16, "STRIP_BYTES", strip)
@@ -58,7 +55,7 @@ def test_strips_equal_the_plain_engine(monkeypatch, n, h, w, c, o, k, bits, stri
     weights = rng.integers(-q, q + 1, (o, c, k, k)).astype(np.int8)
     x = rng.integers(-q - 1, q + 1, (n, h, w, c)).astype(np.int8)
     plan = prepare_conv(weights, bits, True, bits)
-    assert plan.kind == ("stack_out" if o < 8 else "shift")
+    assert plan.kind == "shift"
     plan16 = prepare_int16(plan, "int32")
     got, want = np.zeros((n, h, w, o), np.int64), np.zeros((n, h, w, o), np.int64)
     strips = []
@@ -161,10 +158,11 @@ def test_int64_accumulators_run_on_the_plain_engine_named_once(monkeypatch, caps
 
 
 @needs_avx2
-def test_the_head_stays_on_the_plain_engine():
-    """The head (3 input channels: stack_in) keeps the plain engine's plan, which the
-    kernel would pad to 2 channel pairs; every other conv goes to the kernel."""
+def test_stacked_plans_stay_on_the_plain_engine():
+    """The head (3 input channels) and the tail (3 outputs) keep the plain engine's
+    stacked plans: padded to 2 channel pairs or 16 output channels the kernel does not
+    beat them (a 1 x 1 conv of every tap's products, then a shifted sum, was tried for the
+    tail: 1.05-1.5 x the plain engine's stack_out)."""
     model = small_model("8/8/8", 16)
     taken = prepare(model).int16
-    assert set(taken) == {op.name for op in model.ops if op.kind == "conv"} - {"head"}
-    assert taken["tail"].kind == "stack_out" and taken["trunk"].kind == "shift"
+    assert set(taken) == {op.name for op in model.ops if op.kind == "conv"} - {"head", "tail"}

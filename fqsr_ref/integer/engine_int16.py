@@ -23,10 +23,10 @@ final sum is proven below 2^31 by acc_bound, so even the order of the partial su
 not matter), equal to the plain engine's bit for bit.
 
 The engine takes a conv when the host has AVX2 (llvmlite's host features), its
-accumulators are int32 (SPEC 6.5) and the plain engine would use its "shift" plan (the
-body convs, the upsamplers) or its "stack_out" plan (the tail: K*K*O outputs of a 1 x 1
-conv, every tap's products, summed shifted); the head (3 input channels) keeps the plain
-engine's stacked plan, and a conv whose bound needs int64 runs on the plain engine. Tiles of positions are split over
+accumulators are int32 (SPEC 6.5) and the plain engine would use its "shift" plan (many
+input and output channels: the body convs, the upsamplers); the head (3 input channels)
+and the tail (3 outputs) keep the plain engine's stacked plans, and a conv whose bound
+needs int64 runs on the plain engine. Tiles of positions are split over
 $FQSR_INT16_THREADS threads (default 1).
 """
 from __future__ import annotations
@@ -172,67 +172,26 @@ def madd_strip_reference(grid, offsets, weights, positions):
 
 
 class Int16Plan(NamedTuple):
-    """A conv the int16 engine runs, its weights packed once (see the module docs).
-    kind "shift": K*K taps read from the grid; "stack_out" (few output channels, the
-    tail): a 1 x 1 conv whose K*K*O outputs are every tap's products, then summed shifted."""
-    kind: str
+    """A conv the int16 engine runs: weights packed once (see the module docs)."""
     k: int
     cin: int      # C, and the grid's even channel count C'
     chans: int
     cout: int
-    weights: np.ndarray   # int16 (O' / 16, taps, C' / 2, 16, 2)
+    weights: np.ndarray   # int16 (O' / 16, K*K, C' / 2, 16, 2)
 
 
 def prepare_int16(plan: ConvPlan, acc_dtype: str) -> Int16Plan | None:
     """The int16 plan of a conv the plain engine planned as `plan`, or None where the
-    plain engine keeps it: no AVX2, accumulators beyond int32, or few input channels."""
-    if not HOST_HAS_MADD or acc_dtype != "int32" or plan.kind not in ("shift", "stack_out"):
+    plain engine keeps it: no AVX2, accumulators beyond int32, or a stacked plan."""
+    if not HOST_HAS_MADD or acc_dtype != "int32" or plan.kind != "shift":
         return None
     o, c, k, _ = plan.w_codes.shape
-    chans = c + c % 2
-    # (O, C, K, K) -> (outputs, C, taps): stack_out's outputs are tap * O + o, one tap
-    w = plan.w_codes.reshape(o, c, k * k)
-    if plan.kind == "stack_out":
-        w = w.transpose(2, 0, 1).reshape(k * k * o, c, 1)
-    outputs, taps = w.shape[0], w.shape[2]
-    blocks = -(-outputs // BLOCK)
-    padded = np.zeros((blocks * BLOCK, chans, taps), np.int16)
-    padded[:outputs, :c] = w
-    # (O', C', T) -> (O'/16, 16, C'/2, 2, T) -> (O'/16, T, C'/2, 16, 2)
-    packed = padded.reshape(blocks, BLOCK, chans // 2, 2, taps).transpose(0, 4, 2, 1, 3)
-    return Int16Plan(plan.kind, k, c, chans, o, np.ascontiguousarray(packed))
-
-
-@njit(cache=True)
-def _sum_shifted_taps(part, first_row, height, h0, h1, k, cout, out):
-    """out[y - h0, x_, o] = sum over taps (ky, kx) inside the image of
-    part[(y + ky - p - first_row) * W + x_ + kx - p, (ky K + kx) cout + o]: the stack_out
-    plan's per-tap products (int32) summed; out int32 (h1 - h0, W, cout)."""
-    width = out.shape[1]
-    pad = k // 2
-    for y in range(h0, h1):
-        for xx in range(width):
-            for o in range(cout):
-                out[y - h0, xx, o] = 0
-        for ky in range(k):
-            iy = y + ky - pad
-            if iy < 0 or iy >= height:
-                continue
-            for kx in range(k):
-                lo, hi = max(0, pad - kx), min(width, width + pad - kx)
-                col = (ky * k + kx) * cout
-                for xx in range(lo, hi):
-                    src = (iy - first_row) * width + xx + kx - pad
-                    for o in range(cout):
-                        out[y - h0, xx, o] += part[src, col + o]
-
-
-def _strip_buffers(rows_per_strip, positions_per_row, extra_rows, plan):
-    """(grid, out) int16/int32 buffers of a strip whose kernel output has TILE-rounded positions."""
-    blocks = plan.weights.shape[0]
-    positions = -(-rows_per_strip * positions_per_row // TILE) * TILE
-    return (np.zeros((extra_rows + positions + TILE, plan.chans), np.int16),
-            np.empty((positions, blocks * BLOCK), np.int32))
+    chans, blocks = c + c % 2, -(-o // BLOCK)
+    w = np.zeros((blocks * BLOCK, chans, k, k), np.int16)
+    w[:o, :c] = plan.w_codes
+    # (O', C', K, K) -> (O'/16, 16, C'/2, 2, K*K) -> (O'/16, K*K, C'/2, 16, 2)
+    packed = w.reshape(blocks, BLOCK, chans // 2, 2, k * k).transpose(0, 4, 2, 1, 3)
+    return Int16Plan(k, c, chans, o, np.ascontiguousarray(packed))
 
 
 def conv_strips_int16(x: np.ndarray, plan: Int16Plan, emit: Callable[[int, int, int, np.ndarray], None]) -> None:
@@ -241,27 +200,16 @@ def conv_strips_int16(x: np.ndarray, plan: Int16Plan, emit: Callable[[int, int, 
     accumulators without bias (columns from W on are padding), valid during the call.
     x: channels-last codes (N, H, W, C) whose values fit int16."""
     n, h, w, c = x.shape
-    k, pad, out_chans = plan.k, plan.k // 2, plan.weights.shape[0] * BLOCK
-    if plan.kind == "stack_out":
-        rows = min(h, max(1, STRIP_BYTES // (w * (2 * plan.chans + 4 * out_chans))))
-        grid, part = _strip_buffers(rows + 2 * pad, w, 0, plan)
-        acc = np.empty((rows, w, plan.cout), np.int32)
-        for i in range(n):
-            for h0 in range(0, h, rows):
-                h1 = min(h, h0 + rows)
-                r0, r1 = max(0, h0 - pad), min(h, h1 + pad)
-                m = (r1 - r0) * w
-                grid[:m, :c] = x[i, r0:r1].reshape(m, c)
-                _madd_strip(grid, np.zeros(1, np.int64), plan.weights, part[:-(-m // TILE) * TILE])
-                _sum_shifted_taps(part, r0, h, h0, h1, k, plan.cout, acc)
-                emit(i, h0, h1, acc[:h1 - h0])
-        return
+    k, pad, blocks = plan.k, plan.k // 2, plan.weights.shape[0]
     wq = w + pad
+    out_chans = blocks * BLOCK
     rows = min(h, max(1, STRIP_BYTES // (wq * (2 * plan.chans + 4 * out_chans))))
     span = rows + 2 * pad
+    positions = -(-rows * wq // TILE) * TILE
     # the grid: pad zeros, span rows of Wq, then room for the last tile's overhang
-    grid, out = _strip_buffers(rows, wq, pad + 2 * pad * wq + pad, plan)
+    grid = np.zeros((pad + span * wq + pad + TILE, plan.chans), np.int16)
     body = grid[pad:pad + span * wq].reshape(span, wq, plan.chans)
+    out = np.empty((positions, out_chans), np.int32)
     start = pad + pad * wq                     # grid row of output row h0, column 0
     offsets = np.array([(start + (ky - pad) * wq + (kx - pad)) * plan.chans
                         for ky in range(k) for kx in range(k)], np.int64)
