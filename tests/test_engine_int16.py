@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fqsr_ref.vectors as V
-from fqsr_ref.integer import engine_int16, engine_plain, run as run_module
+from fqsr_ref.integer import engine_int16, engine_plain
 from fqsr_ref.integer.engine_int16 import (HOST_HAS_MADD, _madd_strip, conv_strips_int16,
                                            madd_strip_reference, prepare_int16)
 from fqsr_ref.integer.engine_plain import conv_strips, prepare_conv
@@ -134,7 +134,6 @@ def test_fallback_without_avx2_is_said_once(monkeypatch, capsys):
     """A CPU without AVX2 (forced here): no conv goes to the kernel, the plain engine runs
     them, and one line says so, once."""
     monkeypatch.setattr(engine_int16, "HOST_HAS_MADD", False)
-    monkeypatch.setattr(run_module, "HOST_HAS_MADD", False)
     monkeypatch.setattr(engine_int16, "_NOTED", set())
     model = small_model("4/4/8")
     assert prepare(model).int16 == {}

@@ -31,6 +31,7 @@ from fqsr_ref.data.dataset import ProceduralSource  # noqa: E402
 from fqsr_ref.models import cast_floats, init_model, layer_specs, preset, quantized_start  # noqa: E402
 from fqsr_ref.optim import adam_init, adam_step  # noqa: E402
 from fqsr_ref.quant import DAIA_MIN_INTERVAL  # noqa: E402
+from benchmark import check_threads, min_times  # noqa: E402  (tools/benchmark.py)
 from fqsr_ref.trainer import (BatchStream, StageOptions, batch_for_step, prefetch_mode,  # noqa: E402
                              reuse_freed_memory, train_step)
 
@@ -133,19 +134,6 @@ def _seconds(fn, *args):
     return time.perf_counter() - t0
 
 
-def min_seconds(cases, repeats):
-    """Minimum wall time of each callable over repeats, interleaved round by round."""
-    for fn in cases.values():
-        fn()   # warm-up: compilation, first-touch page faults
-    best = {name: float("inf") for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
-
-
 def sampling_seconds(case, repeats):
     best = float("inf")
     for step in range(repeats):
@@ -175,7 +163,9 @@ def train_step_figures(quick: bool = False) -> dict:
         "full_gemm_s": GemmCase(conv_gemms(preset("srresnet", 2), FULL["batch"], FULL["patch"])),
     }
     try:
-        best = min_seconds(cases, repeats)
+        times = min_times(cases, repeats)
+        check_threads(times, 1)   # one thread claimed: the step and its GEMMs
+        best = {name: wall for name, (wall, _) in times.items()}
     finally:
         for case in cases.values():
             if isinstance(case, StepCase):

@@ -22,7 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .engine_int16 import HOST_HAS_MADD, conv_strips_int16, note_once, prepare_int16
+from . import engine_int16
+from .engine_int16 import conv_strips_int16, note_once, prepare_int16
 from .engine_plain import conv_strips, prepare_conv
 from .model import AddOp, ConvOp, IntModel, RequantOp, ShuffleOp, engine_input, engine_operand
 from .requant import add_fused, check_fused_requant, check_product, code_dtype, requantize_conv, requantize_fused
@@ -138,7 +139,7 @@ def run_nhwc(prep: Prepared, image_nhwc: np.ndarray, engine: str = DEFAULT_ENGIN
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
-    if engine == "int16" and not HOST_HAS_MADD:
+    if engine == "int16" and not engine_int16.HOST_HAS_MADD:
         note_once("engine int16: this CPU has no AVX2 (vpmaddwd); the plain engine runs instead")
     elif engine == "int16":
         wide = [op.name for op in prep.model.ops if isinstance(op, ConvOp) and op.acc_dtype != "int32"]
